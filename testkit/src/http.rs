@@ -1,0 +1,1 @@
+//! A loopback HTTP server for fetch tests (to be written).
