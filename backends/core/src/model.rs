@@ -291,6 +291,9 @@ pub struct Plan {
     pub remove: AllowList,
     /// When the objects themselves must be created or rebuilt: why.
     pub rebuild: Option<String>,
+    /// Where the list came from, one line (`cloudflare api, fetched 2026-11-27T09:40:00Z`), for
+    /// backends that record it (csf's file header). Set by the engine; not part of the diff.
+    pub origin: Option<String>,
 }
 
 impl Plan {
@@ -312,6 +315,7 @@ impl Plan {
             add,
             remove,
             rebuild,
+            origin: None,
         })
     }
 
