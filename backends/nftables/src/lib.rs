@@ -1,1 +1,296 @@
 //! The nftables backend.
+//!
+//! Two modes:
+//!
+//! - **Own table** (default): table `inet cf_allowlist` with interval sets `allow_v4` and `allow_v6`
+//!   and a base chain `input` accepting the governed ports from the sets; with `restrict` also a drop
+//!   for everyone else. An `accept` in one table does not stop another table's base chain from
+//!   dropping the packet, and a drop anywhere is final, which is why `restrict` lives here.
+//! - **Existing table**: for hosts whose own table drops web traffic, the operator names a table and
+//!   chain of theirs; the backend keeps its sets `cf_allowlist_v4`/`cf_allowlist_v6` there and its
+//!   rules (tagged with the comment `cf-allowlist`) at the top of that chain, and touches nothing else.
+//!
+//! The live state is read with `nft -j list table ...`; every change is one `nft -f` transaction;
+//! a dry run checks the same transaction with `nft -c`.
+
+mod parse;
+mod script;
+
+use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner};
+
+pub use parse::{parse_table, NftTable};
+
+/// Our own table's name. Part of the compatibility contract: renaming it orphans old rules.
+pub const TABLE: &str = "cf_allowlist";
+/// Our own table's family.
+pub const TABLE_FAMILY: &str = "inet";
+/// The base chain in our own table.
+pub const CHAIN: &str = "input";
+/// Set names in our own table (compatibility contract).
+pub const OWN_SETS: [&str; 2] = ["allow_v4", "allow_v6"];
+/// Set names when living in an operator's table: prefixed, so they cannot collide with theirs.
+pub const SHARED_SETS: [&str; 2] = ["cf_allowlist_v4", "cf_allowlist_v6"];
+/// Priority of our base chain: just before the standard `filter` priority.
+pub const CHAIN_PRIORITY: i64 = -10;
+
+/// Settings from the configuration's `nftables:` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftOptions {
+    /// Table family: `inet` (default), `ip` or `ip6`.
+    pub family: String,
+    /// Table name; `cf_allowlist` (our own) by default.
+    pub table: String,
+    /// With a chain name: the "existing table" mode, keeping our sets and rules inside the operator's
+    /// table and chain. Without: our own table.
+    pub chain: Option<String>,
+}
+
+impl Default for NftOptions {
+    fn default() -> Self {
+        NftOptions {
+            family: TABLE_FAMILY.to_string(),
+            table: TABLE.to_string(),
+            chain: None,
+        }
+    }
+}
+
+/// Where our objects live and what they are called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// `true`: our own table, created and deleted whole. `false`: an operator's table.
+    pub owned: bool,
+    /// Families managed: the spec's, limited to what the table family can hold.
+    pub families: Vec<Family>,
+    pub spec: RuleSpec,
+}
+
+impl Layout {
+    pub fn set_name(&self, family: Family) -> &'static str {
+        let names = if self.owned { OWN_SETS } else { SHARED_SETS };
+        match family {
+            Family::V4 => names[0],
+            Family::V6 => names[1],
+        }
+    }
+
+    /// `inet cf_allowlist`
+    pub fn table_ref(&self) -> String {
+        format!("{} {}", self.family, self.table)
+    }
+}
+
+/// The nftables backend.
+#[derive(Debug, Clone)]
+pub struct NftablesBackend {
+    layout: Layout,
+    runner: Runner,
+    dropped_families: Vec<Family>,
+}
+
+impl NftablesBackend {
+    /// A backend for `options`, managing rules shaped by `spec`, running `nft` through `runner`.
+    pub fn new(options: NftOptions, spec: RuleSpec, runner: Runner) -> Result<Self, BackendError> {
+        let supported: &[Family] = match options.family.as_str() {
+            "inet" => &Family::ALL,
+            "ip" => &[Family::V4],
+            "ip6" => &[Family::V6],
+            other => {
+                return Err(BackendError::Conflict(format!(
+                    "nftables family {other:?} cannot hold an input filter for addresses (use inet, ip or ip6)"
+                )))
+            }
+        };
+        let owned = options.chain.is_none();
+        if owned && (options.family != TABLE_FAMILY || options.table != TABLE) {
+            return Err(BackendError::Conflict(format!(
+                "nftables table {} {}: our own table is always {TABLE_FAMILY} {TABLE}; to use a table of yours, also name its chain (nftables.chain)",
+                options.family, options.table
+            )));
+        }
+        let families: Vec<Family> = spec
+            .families
+            .iter()
+            .copied()
+            .filter(|f| supported.contains(f))
+            .collect();
+        let dropped_families = spec
+            .families
+            .iter()
+            .copied()
+            .filter(|f| !supported.contains(f))
+            .collect();
+        Ok(NftablesBackend {
+            layout: Layout {
+                family: options.family,
+                table: options.table,
+                chain: options.chain.unwrap_or_else(|| CHAIN.to_string()),
+                owned,
+                families,
+                spec,
+            },
+            runner,
+            dropped_families,
+        })
+    }
+
+    /// The transaction `apply` would send for `plan` (for logs, tests and `--dry-run` output).
+    pub fn script(&self, plan: &Plan, live: &NftTable) -> String {
+        script::apply_script(&self.layout, plan, live)
+    }
+
+    /// Reads our table (own mode) or the operator's table; `None` when it does not exist.
+    fn list_table(&self) -> Result<Option<NftTable>, BackendError> {
+        let args = [
+            "-j",
+            "list",
+            "table",
+            &self.layout.family,
+            &self.layout.table,
+        ];
+        match self.runner.run("nft", &args, None) {
+            Ok(out) => parse_table(&out.stdout, &self.layout.table).map(Some),
+            Err(e)
+                if e.stderr()
+                    .is_some_and(|s| s.contains("No such file or directory")) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(BackendError::command(
+                format!("reading nftables table {}", self.layout.table_ref()),
+                e,
+            )),
+        }
+    }
+
+    fn run_script(&self, script: &str, check_only: bool) -> Result<(), BackendError> {
+        let args: &[&str] = if check_only {
+            &["-c", "-f", "-"]
+        } else {
+            &["-f", "-"]
+        };
+        tracing::debug!(script, check_only, "nft transaction");
+        self.runner
+            .run("nft", args, Some(script))
+            .map(|_| ())
+            .map_err(|e| {
+                let action = if check_only {
+                    format!(
+                        "checking the nftables transaction for {}",
+                        self.layout.table_ref()
+                    )
+                } else {
+                    format!(
+                        "applying the nftables transaction to {}",
+                        self.layout.table_ref()
+                    )
+                };
+                BackendError::command(action, e)
+            })
+    }
+
+    fn live_table(&self) -> Result<NftTable, BackendError> {
+        match self.list_table()? {
+            Some(t) => Ok(t),
+            None if self.layout.owned => Ok(NftTable::default()),
+            None => Err(BackendError::Conflict(format!(
+                "nftables table {} does not exist; create it (with chain {}) or drop nftables.chain to use our own table",
+                self.layout.table_ref(),
+                self.layout.chain
+            ))),
+        }
+    }
+}
+
+impl Backend for NftablesBackend {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn read(&self) -> Result<Live, BackendError> {
+        let table = match self.list_table()? {
+            Some(t) => t,
+            None if self.layout.owned => return Ok(Live::absent()),
+            None => {
+                return Err(BackendError::Conflict(format!(
+                    "nftables table {} does not exist; create it (with chain {}) or drop nftables.chain to use our own table",
+                    self.layout.table_ref(),
+                    self.layout.chain
+                )))
+            }
+        };
+        let mut live = script::inspect(&self.layout, &table);
+        for f in &self.dropped_families {
+            live.warnings.push(format!(
+                "{f} ranges are not managed: nftables table family {} cannot hold them",
+                self.layout.family
+            ));
+        }
+        Ok(live)
+    }
+
+    fn check(&self, plan: &Plan) -> Result<(), BackendError> {
+        let live = self.live_table()?;
+        self.run_script(&self.script(plan, &live), true)
+    }
+
+    fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
+        let live = self.live_table()?;
+        self.run_script(&self.script(plan, &live), false)
+    }
+
+    fn purge(&self) -> Result<(), BackendError> {
+        let Some(table) = self.list_table()? else {
+            return Ok(());
+        };
+        if let Some(script) = script::purge_script(&self.layout, &table) {
+            self.run_script(&script, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps only the families `layout` manages: what the plan may hold for this backend.
+pub(crate) fn managed(layout: &Layout, list: &AllowList) -> AllowList {
+    list.only(&layout.families)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_table_cannot_be_renamed_without_a_chain() {
+        let opts = NftOptions {
+            table: "filter".into(),
+            ..NftOptions::default()
+        };
+        let err = NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(err.to_string().contains("nftables.chain"), "{err}");
+    }
+
+    #[test]
+    fn ip_table_manages_only_ipv4() {
+        let opts = NftOptions {
+            family: "ip".into(),
+            table: "filter".into(),
+            chain: Some("INPUT".into()),
+        };
+        let b = NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).unwrap();
+        assert_eq!(b.layout.families, vec![Family::V4]);
+        assert_eq!(b.dropped_families, vec![Family::V6]);
+    }
+
+    #[test]
+    fn bridge_family_is_refused() {
+        let opts = NftOptions {
+            family: "bridge".into(),
+            table: "t".into(),
+            chain: Some("c".into()),
+        };
+        assert!(NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).is_err());
+    }
+}

@@ -1,0 +1,437 @@
+//! What our objects should look like, how the live table compares, and the `nft -f` transactions.
+
+use std::fmt::Write;
+
+use cfa_core::{AllowList, Family, Live, Plan, Protocol, Structure, RULE_COMMENT};
+
+use crate::parse::NftTable;
+use crate::{managed, Layout, CHAIN_PRIORITY};
+
+/// One rule we own: its `nft` text (without the comment) and the signature `nft -j` will report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuleText {
+    text: String,
+    signature: String,
+}
+
+fn saddr(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+fn set_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+/// The rules we own, in order: an accept per family, then (restrict) a drop per family.
+fn rules(layout: &Layout) -> Vec<RuleText> {
+    let spec = &layout.spec;
+    let ports: Vec<String> = spec.ports.iter().map(u16::to_string).collect();
+    let ports_text = match ports.len() {
+        0 => None,
+        1 => Some(ports[0].clone()),
+        _ => Some(format!("{{ {} }}", ports.join(", "))),
+    };
+    let mut sorted = ports.clone();
+    sorted.sort();
+    let ports_sig = match sorted.len() {
+        0 => None,
+        1 => Some(sorted[0].clone()),
+        _ => Some(format!("{{{}}}", sorted.join(","))),
+    };
+    // nft prints `meta l4proto tcp th dport X` back as `tcp dport X`; we write it that way.
+    let (proto_text, proto_sig) = match (spec.protocol, &ports_text, &ports_sig) {
+        (Protocol::Both, Some(pt), Some(ps)) => (
+            format!("meta l4proto {{ tcp, udp }} th dport {pt}"),
+            format!("meta l4proto == {{tcp,udp}} ; th dport == {ps}"),
+        ),
+        (Protocol::Both, _, _) => (
+            "meta l4proto { tcp, udp }".into(),
+            "meta l4proto == {tcp,udp}".into(),
+        ),
+        (p, Some(pt), Some(ps)) => {
+            let name = p.name();
+            (
+                format!("{name} dport {pt}"),
+                format!("{name} dport == {ps}"),
+            )
+        }
+        (p, _, _) => (
+            format!("meta l4proto {}", p.name()),
+            format!("meta l4proto == {}", p.name()),
+        ),
+    };
+    let mut out = Vec::new();
+    for (negate, verdict) in [(false, "accept"), (true, "drop")] {
+        if negate && !spec.restrict {
+            continue;
+        }
+        for &family in &layout.families {
+            let set = layout.set_name(family);
+            let (op_text, op_sig) = if negate { ("!= ", "!=") } else { ("", "==") };
+            out.push(RuleText {
+                text: format!(
+                    "{proto_text} {} saddr {op_text}@{set} {verdict}",
+                    saddr(family)
+                ),
+                signature: format!(
+                    "{proto_sig} ; {} saddr {op_sig} @{set} ; {verdict}",
+                    saddr(family)
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// Compares the live table with what `layout` wants: our entries, and whether the structure is right.
+pub(crate) fn inspect(layout: &Layout, table: &NftTable) -> Live {
+    let mut entries = AllowList::new();
+    let mut problems: Vec<String> = Vec::new();
+    for family in Family::ALL {
+        let name = layout.set_name(family);
+        let wanted = layout.families.contains(&family);
+        match table.sets.get(name) {
+            Some(set) => {
+                if !wanted {
+                    problems.push(format!("set {name} exists but {family} is not managed"));
+                    continue;
+                }
+                if set.kind != set_type(family) || !set.flags.iter().any(|f| f == "interval") {
+                    problems.push(format!(
+                        "set {name} is not an interval set of {}",
+                        set_type(family)
+                    ));
+                }
+                if !set.other.is_empty() {
+                    problems.push(format!(
+                        "set {name} holds elements we do not write: {}",
+                        set.other.join(", ")
+                    ));
+                }
+                for net in &set.nets {
+                    if Family::of(net) == family {
+                        entries.insert(*net);
+                    }
+                }
+            }
+            None if wanted => problems.push(format!("set {name} is missing")),
+            None => {}
+        }
+    }
+    let expected: Vec<String> = rules(layout).into_iter().map(|r| r.signature).collect();
+    match table.chains.get(&layout.chain) {
+        None => problems.push(format!("chain {} is missing", layout.chain)),
+        Some(chain) if layout.owned => {
+            let base = format!("filter hook input prio {CHAIN_PRIORITY} policy accept");
+            if chain.base != base {
+                problems.push(format!(
+                    "chain {} is `{}`, not `{base}`",
+                    layout.chain, chain.base
+                ));
+            }
+            let live: Vec<&str> = chain.rules.iter().map(|r| r.signature.as_str()).collect();
+            if live != expected {
+                problems.push(format!(
+                    "chain {} does not hold the rules for this configuration",
+                    layout.chain
+                ));
+            }
+        }
+        Some(chain) => {
+            // In an operator's chain our rules are the tagged ones, and they must come first.
+            let ours: Vec<(usize, &str)> = chain
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.comment.as_deref() == Some(RULE_COMMENT))
+                .map(|(i, r)| (i, r.signature.as_str()))
+                .collect();
+            let sigs: Vec<&str> = ours.iter().map(|(_, s)| *s).collect();
+            if sigs != expected {
+                problems.push(format!(
+                    "our rules in chain {} do not match this configuration",
+                    layout.chain
+                ));
+            } else if ours.iter().enumerate().any(|(i, (pos, _))| i != *pos) {
+                problems.push(format!(
+                    "our rules are not at the top of chain {}",
+                    layout.chain
+                ));
+            }
+        }
+    }
+    if layout.owned {
+        let extra: Vec<&String> = table
+            .sets
+            .keys()
+            .filter(|n| {
+                !Family::ALL
+                    .iter()
+                    .any(|f| layout.set_name(*f) == n.as_str())
+            })
+            .chain(table.chains.keys().filter(|n| **n != layout.chain))
+            .collect();
+        if !extra.is_empty() {
+            problems.push(format!("table holds objects we did not create: {extra:?}"));
+        }
+    }
+    let nothing_of_ours = entries.is_empty()
+        && Family::ALL
+            .iter()
+            .all(|f| !table.sets.contains_key(layout.set_name(*f)))
+        && (!layout.owned || table.chains.is_empty())
+        && (layout.owned
+            || table.chains.get(&layout.chain).is_none_or(|c| {
+                c.rules
+                    .iter()
+                    .all(|r| r.comment.as_deref() != Some(RULE_COMMENT))
+            }));
+    let structure = if nothing_of_ours && !layout.owned {
+        Structure::Absent
+    } else if problems.is_empty() {
+        Structure::Current
+    } else {
+        Structure::Outdated(problems.join("; "))
+    };
+    Live {
+        entries,
+        structure,
+        warnings: Vec::new(),
+    }
+}
+
+fn elements(list: &AllowList, family: Family) -> String {
+    list.strings(family).join(", ")
+}
+
+/// The transaction that takes the live table to `plan.after`.
+pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> String {
+    let after = managed(layout, &plan.after);
+    let t = layout.table_ref();
+    let mut s = String::new();
+    if plan.rebuild.is_none() {
+        // Only the changed elements. Deletions first: an interval set refuses an element that
+        // overlaps one still present (104.16.0.0/12 -> 104.16.0.0/13 + 104.24.0.0/14).
+        for family in &layout.families {
+            let set = layout.set_name(*family);
+            let remove = managed(layout, &plan.remove);
+            if remove.len_of(*family) > 0 {
+                let _ = writeln!(
+                    s,
+                    "delete element {t} {set} {{ {} }}",
+                    elements(&remove, *family)
+                );
+            }
+        }
+        for family in &layout.families {
+            let set = layout.set_name(*family);
+            let add = managed(layout, &plan.add);
+            if add.len_of(*family) > 0 {
+                let _ = writeln!(s, "add element {t} {set} {{ {} }}", elements(&add, *family));
+            }
+        }
+        return s;
+    }
+    if layout.owned {
+        // Replace the whole table in one transaction: `add` makes the `delete` safe when it is absent.
+        let _ = writeln!(s, "add table {t}");
+        let _ = writeln!(s, "delete table {t}");
+        let _ = writeln!(s, "table {t} {{");
+        for family in &layout.families {
+            let _ = writeln!(s, "\tset {} {{", layout.set_name(*family));
+            let _ = writeln!(s, "\t\ttype {}", set_type(*family));
+            let _ = writeln!(s, "\t\tflags interval");
+            if after.len_of(*family) > 0 {
+                let _ = writeln!(s, "\t\telements = {{ {} }}", elements(&after, *family));
+            }
+            let _ = writeln!(s, "\t}}");
+        }
+        let _ = writeln!(s, "\tchain {} {{", layout.chain);
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook input priority filter - {}; policy accept;",
+            -CHAIN_PRIORITY
+        );
+        for rule in rules(layout) {
+            let _ = writeln!(s, "\t\t{} comment \"{RULE_COMMENT}\"", rule.text);
+        }
+        let _ = writeln!(s, "\t}}");
+        let _ = writeln!(s, "}}");
+        return s;
+    }
+    // An operator's table: remove our tagged rules, (re)fill our sets, insert our rules at the top.
+    let chain = &layout.chain;
+    if let Some(c) = live.chains.get(chain) {
+        for r in c
+            .rules
+            .iter()
+            .filter(|r| r.comment.as_deref() == Some(RULE_COMMENT))
+        {
+            let _ = writeln!(s, "delete rule {t} {chain} handle {}", r.handle);
+        }
+    }
+    for family in Family::ALL {
+        let set = layout.set_name(family);
+        if layout.families.contains(&family) {
+            let _ = writeln!(
+                s,
+                "add set {t} {set} {{ type {}; flags interval; }}",
+                set_type(family)
+            );
+            let _ = writeln!(s, "flush set {t} {set}");
+            if after.len_of(family) > 0 {
+                let _ = writeln!(
+                    s,
+                    "add element {t} {set} {{ {} }}",
+                    elements(&after, family)
+                );
+            }
+        } else if live.sets.contains_key(set) {
+            let _ = writeln!(s, "delete set {t} {set}");
+        }
+    }
+    // `insert` puts a rule first: insert in reverse to keep our order.
+    for rule in rules(layout).iter().rev() {
+        let _ = writeln!(
+            s,
+            "insert rule {t} {chain} {} comment \"{RULE_COMMENT}\"",
+            rule.text
+        );
+    }
+    s
+}
+
+/// The transaction that removes everything of ours; `None` when nothing is there.
+pub(crate) fn purge_script(layout: &Layout, live: &NftTable) -> Option<String> {
+    let t = layout.table_ref();
+    if layout.owned {
+        return Some(format!("delete table {t}\n"));
+    }
+    let mut s = String::new();
+    if let Some(c) = live.chains.get(&layout.chain) {
+        for r in c
+            .rules
+            .iter()
+            .filter(|r| r.comment.as_deref() == Some(RULE_COMMENT))
+        {
+            let _ = writeln!(s, "delete rule {t} {} handle {}", layout.chain, r.handle);
+        }
+    }
+    for family in Family::ALL {
+        let set = layout.set_name(family);
+        if live.sets.contains_key(set) {
+            let _ = writeln!(s, "delete set {t} {set}");
+        }
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cfa_core::RuleSpec;
+
+    fn layout(spec: RuleSpec, owned: bool) -> Layout {
+        Layout {
+            family: "inet".into(),
+            table: if owned {
+                "cf_allowlist".into()
+            } else {
+                "filter".into()
+            },
+            chain: "input".into(),
+            owned,
+            families: spec.families.clone(),
+            spec,
+        }
+    }
+
+    fn list(items: &[&str]) -> AllowList {
+        items.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn cloudflare() -> AllowList {
+        let v4 = include_str!("../../../tests/fixtures/cloudflare/ips-v4");
+        let v6 = include_str!("../../../tests/fixtures/cloudflare/ips-v6");
+        v4.lines()
+            .chain(v6.lines())
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn first_sync_builds_the_whole_table() {
+        let l = layout(RuleSpec::default(), true);
+        let plan = Plan::new(&Live::absent(), &cloudflare()).unwrap();
+        insta::assert_snapshot!(apply_script(&l, &plan, &NftTable::default()));
+    }
+
+    #[test]
+    fn restrict_both_protocols_one_port() {
+        let spec = RuleSpec {
+            ports: vec![443],
+            protocol: Protocol::Both,
+            restrict: true,
+            ..RuleSpec::default()
+        };
+        let plan = Plan::new(&Live::absent(), &list(&["173.245.48.0/20"])).unwrap();
+        insta::assert_snapshot!(apply_script(
+            &layout(spec, true),
+            &plan,
+            &NftTable::default()
+        ));
+    }
+
+    #[test]
+    fn a_change_sends_only_the_difference_deletions_first() {
+        let l = layout(RuleSpec::default(), true);
+        let live = Live {
+            entries: list(&["104.16.0.0/12", "173.245.48.0/20", "2405:b500::/32"]),
+            structure: Structure::Current,
+            warnings: vec![],
+        };
+        let plan = Plan::new(
+            &live,
+            &list(&["104.16.0.0/13", "104.24.0.0/14", "173.245.48.0/20"]),
+        )
+        .unwrap();
+        insta::assert_snapshot!(apply_script(&l, &plan, &NftTable::default()), @r"
+        delete element inet cf_allowlist allow_v4 { 104.16.0.0/12 }
+        delete element inet cf_allowlist allow_v6 { 2405:b500::/32 }
+        add element inet cf_allowlist allow_v4 { 104.16.0.0/13, 104.24.0.0/14 }
+        ");
+    }
+
+    #[test]
+    fn existing_table_rebuild_touches_only_tagged_rules() {
+        let json = include_str!("../tests/fixtures/existing-table.json");
+        let live = crate::parse_table(json, "filter").unwrap();
+        let l = layout(RuleSpec::default(), false);
+        let plan = Plan::new(&Live::absent(), &cloudflare()).unwrap();
+        insta::assert_snapshot!(apply_script(&l, &plan, &live));
+        insta::assert_snapshot!(purge_script(&l, &live).unwrap());
+    }
+
+    #[test]
+    fn captured_own_table_is_current_for_its_configuration() {
+        let json = include_str!("../tests/fixtures/own-table.json");
+        let live = crate::parse_table(json, "cf_allowlist").unwrap();
+        let got = inspect(&layout(RuleSpec::default(), true), &live);
+        assert_eq!(got.structure, Structure::Current);
+        assert_eq!(got.entries, cloudflare());
+        let other = RuleSpec {
+            ports: vec![443],
+            ..RuleSpec::default()
+        };
+        assert!(matches!(
+            inspect(&layout(other, true), &live).structure,
+            Structure::Outdated(_)
+        ));
+    }
+}
