@@ -1,0 +1,202 @@
+//! What we write: our chain's rules, `iptables-restore` inputs and `ipset restore` inputs.
+//!
+//! Every rule is generated in exactly the form `iptables-save` prints it back (option order
+//! `-s`, `-p`, matches, `-j`), so that reading compares lines instead of guessing.
+
+use std::fmt::Write as _;
+
+use cfa_core::{Family, RuleSpec, RULE_COMMENT};
+use ipnet::IpNet;
+
+use crate::save::ipset_family;
+
+/// `multiport` takes at most 15 ports; longer lists are split over several rules.
+const MULTIPORT_MAX: usize = 15;
+
+/// Where the accept rules take their sources from.
+#[derive(Debug, Clone, Copy)]
+pub enum Sources<'a> {
+    /// One rule per protocol matching the named ipset.
+    Set(&'a str),
+    /// One rule per range and protocol.
+    Ranges(&'a [IpNet]),
+}
+
+/// The `-p ... [-m multiport --dports ...]` tails, one per protocol and port chunk, in order.
+fn matches(spec: &RuleSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for proto in spec.protocol.names() {
+        if spec.ports.is_empty() {
+            out.push((format!("-p {proto}"), String::new()));
+            continue;
+        }
+        for chunk in spec.ports.chunks(MULTIPORT_MAX) {
+            let ports = chunk
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            out.push((
+                format!("-p {proto}"),
+                format!(" -m multiport --dports {ports}"),
+            ));
+        }
+    }
+    out
+}
+
+/// The rules of our chain, as `iptables-save` prints them (`-A CHAIN ...`).
+pub fn chain_rules(chain: &str, spec: &RuleSpec, sources: Sources<'_>) -> Vec<String> {
+    let tails = matches(spec);
+    let mut rules = Vec::new();
+    match sources {
+        Sources::Set(set) => {
+            for (proto, ports) in &tails {
+                rules.push(format!(
+                    "-A {chain} {proto} -m set --match-set {set} src{ports} -j ACCEPT"
+                ));
+            }
+        }
+        Sources::Ranges(nets) => {
+            for net in nets {
+                for (proto, ports) in &tails {
+                    rules.push(format!("-A {chain} -s {net} {proto}{ports} -j ACCEPT"));
+                }
+            }
+        }
+    }
+    if spec.restrict {
+        for (proto, ports) in &tails {
+            rules.push(format!("-A {chain} {proto}{ports} -j DROP"));
+        }
+    }
+    rules
+}
+
+/// The jump from `INPUT` to our chain, as `iptables-save` prints it (`-A INPUT ...`).
+pub fn jump_rule(chain: &str) -> String {
+    format!("-A INPUT -m comment --comment {RULE_COMMENT} -j {chain}")
+}
+
+/// Turns a saved `-A CHAIN rest` line into the `-D CHAIN rest` that deletes it.
+pub fn delete_of(rule_text: &str) -> String {
+    match rule_text.strip_prefix("-A ") {
+        Some(rest) => format!("-D {rest}"),
+        None => rule_text.to_string(),
+    }
+}
+
+/// An `iptables-restore --noflush` input that replaces our chain's contents with `rules`
+/// (declaring the chain creates it, or flushes only it when it exists), inserts the jump at the
+/// top of `INPUT` when `add_jump`, and deletes the `INPUT` rules in `delete` (saved `-A` lines).
+pub fn restore_input(chain: &str, rules: &[String], add_jump: bool, delete: &[String]) -> String {
+    let mut out = String::from("*filter\n");
+    let _ = writeln!(out, ":{chain} - [0:0]");
+    for rule in rules {
+        out.push_str(rule);
+        out.push('\n');
+    }
+    for rule in delete {
+        out.push_str(&delete_of(rule));
+        out.push('\n');
+    }
+    if add_jump {
+        let _ = writeln!(
+            out,
+            "-I INPUT 1 -m comment --comment {RULE_COMMENT} -j {chain}"
+        );
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// An `iptables-restore --noflush` input that deletes the jumps (saved `-A` lines) and, when
+/// `chain_exists`, empties and deletes our chain.
+pub fn purge_input(chain: &str, jumps: &[String], chain_exists: bool) -> String {
+    let mut out = String::from("*filter\n");
+    for rule in jumps {
+        out.push_str(&delete_of(rule));
+        out.push('\n');
+    }
+    if chain_exists {
+        let _ = writeln!(out, ":{chain} - [0:0]\n-X {chain}");
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Sizes for a `hash:net` set that will hold `n` entries: (hashsize, maxelem). The kernel grows
+/// the hash by itself; `maxelem` is a hard cap, so it keeps generous headroom.
+pub fn set_sizes(n: usize) -> (usize, usize) {
+    let hashsize = n.next_power_of_two().clamp(1024, 1 << 20);
+    let maxelem = (n * 2).next_power_of_two().max(65536);
+    (hashsize, maxelem)
+}
+
+/// The `create` line of one of our sets.
+pub fn create_set(name: &str, family: Family, n: usize) -> String {
+    let (hashsize, maxelem) = set_sizes(n);
+    format!(
+        "create {name} hash:net family {} hashsize {hashsize} maxelem {maxelem}",
+        ipset_family(family)
+    )
+}
+
+/// One family's part of the `ipset restore` input that replaces a set's members atomically:
+/// (`destroy` a stale temporary set), (`create` the real set when missing), fill a fresh
+/// temporary set, `swap` it in. The temporary set then holds the old members, so that a failed
+/// iptables step can swap them back; [`finish_sets`] destroys it.
+pub struct SetUpdate<'a> {
+    /// The family.
+    pub family: Family,
+    /// The real set's name.
+    pub set: &'a str,
+    /// The temporary set's name.
+    pub tmp: &'a str,
+    /// Whether the real set exists.
+    pub exists: bool,
+    /// Whether a temporary set was left by an interrupted run.
+    pub stale_tmp: bool,
+    /// The members wanted.
+    pub entries: &'a [IpNet],
+}
+
+/// The `ipset restore` input for `updates`, in order.
+pub fn ipset_swap_input(updates: &[SetUpdate<'_>]) -> String {
+    let mut out = String::new();
+    for u in updates {
+        if u.stale_tmp {
+            let _ = writeln!(out, "destroy {}", u.tmp);
+        }
+        if !u.exists {
+            let _ = writeln!(out, "{}", create_set(u.set, u.family, u.entries.len()));
+        }
+        let _ = writeln!(out, "{}", create_set(u.tmp, u.family, u.entries.len()));
+        for net in u.entries {
+            let _ = writeln!(out, "add {} {net}", u.tmp);
+        }
+        let _ = writeln!(out, "swap {} {}", u.tmp, u.set);
+    }
+    out
+}
+
+/// The `ipset restore` input that ends updates: destroys the temporary sets (old members).
+pub fn finish_sets(updates: &[SetUpdate<'_>]) -> String {
+    updates
+        .iter()
+        .map(|u| format!("destroy {}\n", u.tmp))
+        .collect()
+}
+
+/// The `ipset restore` input that undoes updates: swaps the old members back, destroys the
+/// temporary sets, and destroys the sets this run created.
+pub fn undo_sets(updates: &[SetUpdate<'_>]) -> String {
+    let mut out = String::new();
+    for u in updates {
+        let _ = writeln!(out, "swap {} {}\ndestroy {}", u.tmp, u.set, u.tmp);
+        if !u.exists {
+            let _ = writeln!(out, "destroy {}", u.set);
+        }
+    }
+    out
+}
