@@ -74,14 +74,12 @@ pub fn ignore_lines(entries: &AllowList) -> Vec<String> {
     entries.iter().map(|n| n.to_string()).collect()
 }
 
-/// The ports without duplicates, in the order given.
+/// The ports sorted, without duplicates: reordering `ports:` in the configuration must not
+/// rewrite the file and reload csf.
 pub fn unique_ports(ports: &[u16]) -> Vec<u16> {
-    let mut out: Vec<u16> = Vec::new();
-    for p in ports {
-        if !out.contains(p) {
-            out.push(*p);
-        }
-    }
+    let mut out = ports.to_vec();
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
