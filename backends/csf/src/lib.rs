@@ -353,9 +353,24 @@ impl CsfBackend {
             .runner
             .run_status(program, args, None)
             .map_err(|e| BackendError::command(format!("{what}: `{command}`"), e))?;
+        // csf prints its errors on stdout, and CommandError shows stderr when there is any:
+        // quote csf's own error lines in the message so they are never lost.
+        let said: Vec<&str> = out
+            .stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .map(str::trim)
+            .filter(|l| l.contains("Error"))
+            .take(5)
+            .collect();
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!("; csf said: {}", said.join(" | "))
+        };
         let failed = |status: ExitStatus, why: String| {
             BackendError::command(
-                format!("{what}: {why}"),
+                format!("{what}: {why}{said}"),
                 CommandError {
                     command: command.clone(),
                     kind: CommandErrorKind::Failed {

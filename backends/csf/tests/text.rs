@@ -141,7 +141,11 @@ fn hand_edited_generated_file_is_outdated() {
     );
     out.push_str("tcp|in|d=80|s=010.1.2.0/24\n");
     let parsed = text::parse_generated(out.as_bytes()).unwrap();
-    assert_eq!(parsed.entries, cloudflare(), "the octal-looking line is not an entry");
+    assert_eq!(
+        parsed.entries,
+        cloudflare(),
+        "the octal-looking line is not an entry"
+    );
     let why = text::allow_mismatch(&parsed, &RuleSpec::default()).unwrap();
     assert!(why.contains("010.1.2.0/24"), "{why}");
 }
@@ -167,14 +171,20 @@ fn include_in_csf_allow() {
 #[test]
 fn include_in_crlf_file_without_final_newline() {
     let out = edit(ALLOW_CRLF, Kind::Allow);
-    assert_eq!(&out[..], [b"Include /etc/csf/cf-allowlist.allow\r\n", ALLOW_CRLF].concat());
+    assert_eq!(
+        &out[..],
+        [b"Include /etc/csf/cf-allowlist.allow\r\n", ALLOW_CRLF].concat()
+    );
     insta::assert_debug_snapshot!(String::from_utf8(out).unwrap());
 }
 
 #[test]
 fn include_in_csf_ignore() {
     let out = edit(IGNORE, Kind::Ignore);
-    assert_eq!(&out[..], [b"Include /etc/csf/cf-allowlist.ignore\n", IGNORE].concat());
+    assert_eq!(
+        &out[..],
+        [b"Include /etc/csf/cf-allowlist.ignore\n", IGNORE].concat()
+    );
     insta::assert_debug_snapshot!(String::from_utf8(out).unwrap());
 }
 
@@ -190,9 +200,17 @@ fn include_edits_are_idempotent_and_undone_byte_for_byte() {
     ] {
         for kind in [Kind::Allow, Kind::Ignore] {
             let once = edit(original, kind);
-            assert_eq!(edit(&once, kind), once, "{name}: second edit changes nothing");
+            assert_eq!(
+                edit(&once, kind),
+                once,
+                "{name}: second edit changes nothing"
+            );
             assert_eq!(text::find_includes(&once).len(), 1, "{name}");
-            assert_eq!(text::remove_includes(&once), original, "{name}: undone exactly");
+            assert_eq!(
+                text::remove_includes(&once),
+                original,
+                "{name}: undone exactly"
+            );
         }
     }
 }
@@ -259,13 +277,20 @@ fn conf_warnings_for_testing_mode_and_disabled_ipv6() {
         ..RuleSpec::default()
     };
     let warnings = text::conf_warnings(CONF_TESTING, &v4_only, "c");
-    assert_eq!(warnings.len(), 1, "IPv6 off is fine when IPv6 is not managed");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "IPv6 off is fine when IPv6 is not managed"
+    );
     assert!(warnings[0].contains("TESTING"));
 }
 
 #[test]
 fn conf_values_read_as_csf_reads_them() {
-    assert_eq!(text::conf_value(CONF_TESTING, "TESTING").as_deref(), Some("1"));
+    assert_eq!(
+        text::conf_value(CONF_TESTING, "TESTING").as_deref(),
+        Some("1")
+    );
     assert_eq!(
         text::conf_value(CONF_TESTING, "TESTING_INTERVAL").as_deref(),
         Some("5")
