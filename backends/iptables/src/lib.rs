@@ -172,6 +172,14 @@ impl FamilyState {
     }
 }
 
+/// Our sets as `ipset` lists them.
+struct LiveSets {
+    /// Which of our set names (real and temporary) exist.
+    present: Vec<String>,
+    /// The real sets that exist, parsed.
+    sets: Vec<(String, IpSet)>,
+}
+
 fn set_names(family: Family) -> (&'static str, &'static str) {
     match family {
         Family::V4 => (SET_V4, TMP_SET_V4),
@@ -346,13 +354,11 @@ impl IptablesBackend {
     }
 
     fn families(&self) -> impl Iterator<Item = Family> + '_ {
-        Family::ALL
-            .into_iter()
-            .filter(|f| self.spec.manages(*f))
+        Family::ALL.into_iter().filter(|f| self.spec.manages(*f))
     }
 
     /// Reads our sets (both families) when ipset is installed; `None` when it is not.
-    fn read_sets(&self) -> Result<Option<(Vec<String>, Vec<(String, IpSet)>)>, BackendError> {
+    fn read_sets(&self) -> Result<Option<LiveSets>, BackendError> {
         if !self.runner.has("ipset") {
             return Ok(None);
         }
@@ -381,7 +387,7 @@ impl IptablesBackend {
                 sets.push((name.to_string(), set));
             }
         }
-        Ok(Some((present, sets)))
+        Ok(Some(LiveSets { present, sets }))
     }
 
     fn read_table(&self, family: Family) -> Result<Table, BackendError> {
@@ -389,9 +395,7 @@ impl IptablesBackend {
         let out = self
             .runner
             .run(&program, &["-t", "filter"], None)
-            .map_err(|e| {
-                BackendError::command(format!("reading the {family} filter table"), e)
-            })?;
+            .map_err(|e| BackendError::command(format!("reading the {family} filter table"), e))?;
         save::parse_save(&out.stdout, "filter", &format!("{program} -t filter"))
     }
 
@@ -404,7 +408,7 @@ impl IptablesBackend {
                 let table = self.read_table(family)?;
                 let (set_name, tmp_name) = set_names(family);
                 let (set, tmp_exists) = match &sets {
-                    Some((present, sets)) => (
+                    Some(LiveSets { present, sets }) => (
                         sets.iter()
                             .find(|(n, _)| n == set_name)
                             .map(|(_, s)| s.clone()),
@@ -560,7 +564,7 @@ impl IptablesBackend {
     fn family_input(&self, state: &FamilyState, wanted: &[IpNet]) -> Option<String> {
         self.outdated(state, wanted)?;
         let jump = rules::jump_rule(&self.chain);
-        let keep_jump = state.jumps.iter().any(|j| *j == jump);
+        let keep_jump = state.jumps.contains(&jump);
         let mut delete: Vec<String> = state.jumps.clone();
         if keep_jump {
             let first = delete.iter().position(|j| *j == jump).expect("present");
@@ -624,7 +628,7 @@ impl IptablesBackend {
         let input = if !state.chain_exists {
             rules::purge_input(&self.chain, &[jump], true)
         } else {
-            let added: Vec<String> = if state.jumps.iter().any(|j| *j == jump) {
+            let added: Vec<String> = if state.jumps.contains(&jump) {
                 Vec::new()
             } else {
                 vec![jump]
@@ -715,7 +719,12 @@ impl Backend for IptablesBackend {
                     .map(|l| format!("{l}\n"))
                     .collect();
             }
-            self.run_restore(state.family, &input, true, "checking the iptables-restore input")?;
+            self.run_restore(
+                state.family,
+                &input,
+                true,
+                "checking the iptables-restore input",
+            )?;
         }
         Ok(())
     }
@@ -737,8 +746,7 @@ impl Backend for IptablesBackend {
             let Some(input) = self.family_input(state, entries) else {
                 continue;
             };
-            if let Err(err) = self.run_restore(state.family, &input, false, "applying the rules")
-            {
+            if let Err(err) = self.run_restore(state.family, &input, false, "applying the rules") {
                 let mut undo_errors = Vec::new();
                 for earlier in done.iter().rev() {
                     if let Err(e) = self.undo_family(earlier) {
@@ -798,7 +806,7 @@ impl Backend for IptablesBackend {
                 self.run_restore(family, &input, false, "removing the chain and its jump")?;
             }
         }
-        if let Some((present, _)) = self.read_sets()? {
+        if let Some(LiveSets { present, .. }) = self.read_sets()? {
             let input: String = [TMP_SET_V4, TMP_SET_V6, SET_V4, SET_V6]
                 .iter()
                 .filter(|n| present.iter().any(|p| p == *n))

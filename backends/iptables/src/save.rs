@@ -228,8 +228,7 @@ pub fn parse_ipset_save(
                 } else {
                     format!("{entry}/32")
                 };
-                let net =
-                    parse_cidr(&full).map_err(|e| err(n, format!("entry `{entry}`: {e}")))?;
+                let net = parse_cidr(&full).map_err(|e| err(n, format!("entry `{entry}`: {e}")))?;
                 set.entries.push(net);
             }
             ["create" | "add", ..] => {}
@@ -248,7 +247,16 @@ mod tests {
         let t = tokenize(r#"-A INPUT -m comment --comment "say \"hi\" there" -j X"#).unwrap();
         assert_eq!(
             t,
-            ["-A", "INPUT", "-m", "comment", "--comment", r#"say "hi" there"#, "-j", "X"]
+            [
+                "-A",
+                "INPUT",
+                "-m",
+                "comment",
+                "--comment",
+                r#"say "hi" there"#,
+                "-j",
+                "X"
+            ]
         );
         assert!(tokenize(r#"-A X --comment "open"#).is_err());
     }

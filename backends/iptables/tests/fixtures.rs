@@ -25,8 +25,12 @@ fn save_output_of_every_variant_and_family_parses_the_same_way() {
         "ip6tables-legacy",
     ] {
         let plain = parse_save(&fixture(&format!("{tool}-save.txt")), "filter", tool).unwrap();
-        let counted =
-            parse_save(&fixture(&format!("{tool}-save-counters.txt")), "filter", tool).unwrap();
+        let counted = parse_save(
+            &fixture(&format!("{tool}-save-counters.txt")),
+            "filter",
+            tool,
+        )
+        .unwrap();
         // Counters are stripped: the same rules either way.
         assert_eq!(plain, counted, "{tool}");
         assert_eq!(

@@ -1,0 +1,471 @@
+//! End to end through the `Backend` trait against the real tools, each test in a fresh network
+//! namespace, for the four combinations (nft, legacy) x (ipset, no ipset) and both families.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use cfa_core::{AllowList, Backend, Family, Plan, RuleSpec, Runner, Structure};
+use cfa_iptables::{
+    input_has_rules, IpsetMode, IptablesBackend, IptablesOptions, Tools, Variant, SET_V4, SET_V6,
+};
+use ipnet::IpNet;
+use testkit::NetNs;
+
+const COMBOS: [(Variant, IpsetMode); 4] = [
+    (Variant::Nft, IpsetMode::Always),
+    (Variant::Nft, IpsetMode::Never),
+    (Variant::Legacy, IpsetMode::Always),
+    (Variant::Legacy, IpsetMode::Never),
+];
+
+fn tool_prefix(variant: Variant) -> &'static str {
+    match variant {
+        Variant::Legacy => "legacy",
+        _ => "nft",
+    }
+}
+
+fn backend(ns: &NetNs, variant: Variant, ipset: IpsetMode, spec: RuleSpec) -> IptablesBackend {
+    let options = IptablesOptions {
+        variant,
+        ipset,
+        ..IptablesOptions::default()
+    };
+    IptablesBackend::new(options, spec, Runner::in_netns(ns.name())).unwrap()
+}
+
+/// Cloudflare's 22 published ranges (captured from the published lists).
+fn cloudflare() -> AllowList {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    ["cloudflare-ips-v4.txt", "cloudflare-ips-v6.txt"]
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(format!("{dir}/{f}"))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| cfa_core::parse_cidr(l.trim()).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn list(items: &[&str]) -> AllowList {
+    items.iter().map(|s| s.parse::<IpNet>().unwrap()).collect()
+}
+
+/// Foreign rules and chains an operator (or fail2ban) might have, in both families.
+fn add_foreign_rules(ns: &NetNs, variant: Variant) {
+    let v = tool_prefix(variant);
+    for (tool, src) in [
+        (format!("iptables-{v}"), "192.0.2.0/24"),
+        (format!("ip6tables-{v}"), "2001:db8:99::/48"),
+    ] {
+        ns.exec_ok(&tool, &["-N", "f2b-sshd"]);
+        ns.exec_ok(&tool, &["-A", "f2b-sshd", "-s", src, "-j", "DROP"]);
+        ns.exec_ok(&tool, &["-A", "f2b-sshd", "-j", "RETURN"]);
+        ns.exec_ok(
+            &tool,
+            &[
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "--dport",
+                "22",
+                "-m",
+                "comment",
+                "--comment",
+                "ssh \"guard\"",
+                "-j",
+                "f2b-sshd",
+            ],
+        );
+        ns.exec_ok(&tool, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+        ns.exec_ok(
+            &tool,
+            &[
+                "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "81", "-j", "RETURN",
+            ],
+        );
+    }
+    ns.exec_ok("ipset", &["create", "foreign", "hash:ip"]);
+    ns.exec_ok("ipset", &["add", "foreign", "192.0.2.9"]);
+}
+
+/// Every table of both families, without counters and `#` lines; optionally without our lines.
+fn dump(ns: &NetNs, variant: Variant, without_ours: bool) -> String {
+    let v = tool_prefix(variant);
+    let mut out = String::new();
+    for tool in [format!("iptables-{v}-save"), format!("ip6tables-{v}-save")] {
+        out.push_str(&ns.exec_ok(&tool, &[]));
+    }
+    out.push_str(&ns.exec_ok("ipset", &["save", "foreign"]));
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !(without_ours && l.contains("CF-ALLOWLIST")))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn sync(b: &IptablesBackend, desired: &AllowList) -> Option<Plan> {
+    let live = b.read().unwrap();
+    let plan = Plan::new(&live, desired)?;
+    b.check(&plan).unwrap();
+    b.apply(&plan).unwrap();
+    let after = b.read().unwrap();
+    assert_eq!(after.structure, Structure::Current, "{:?}", after);
+    assert_eq!(after.entries, *desired);
+    Some(plan)
+}
+
+fn our_sets(ns: &NetNs) -> Vec<String> {
+    ns.exec_ok("ipset", &["list", "-n"])
+        .lines()
+        .filter(|l| l.starts_with("cf-allowlist"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn lifecycle(variant: Variant, ipset: IpsetMode) {
+    let ns = NetNs::new("iptlife");
+    add_foreign_rules(&ns, variant);
+    let before = dump(&ns, variant, false);
+    let b = backend(&ns, variant, ipset, RuleSpec::default());
+    let live = b.read().unwrap();
+    assert_eq!(live.structure, Structure::Absent);
+    assert!(live.entries.is_empty());
+
+    // First sync.
+    let desired = cloudflare();
+    assert_eq!(desired.len(), 22);
+    let plan = sync(&b, &desired).expect("first sync plans");
+    assert!(plan.rebuild.is_some());
+    assert_eq!(dump(&ns, variant, true), before, "foreign rules changed");
+    for tool in ["iptables", "ip6tables"] {
+        let save = ns.exec_ok(&format!("{tool}-{}-save", tool_prefix(variant)), &[]);
+        let first_input = save.lines().find(|l| l.starts_with("-A INPUT")).unwrap();
+        assert_eq!(
+            first_input,
+            "-A INPUT -m comment --comment cf-allowlist -j CF-ALLOWLIST"
+        );
+    }
+    let sets = our_sets(&ns);
+    if ipset == IpsetMode::Always {
+        assert_eq!(sets, [SET_V4, SET_V6]);
+    } else {
+        assert!(sets.is_empty(), "{sets:?}");
+    }
+
+    // No-op.
+    assert_eq!(Plan::new(&b.read().unwrap(), &desired), None);
+
+    // Changed list: one range gone, one added, in each family.
+    let mut changed = desired.clone();
+    changed.v4.remove(&"173.245.48.0/20".parse().unwrap());
+    changed.v6.remove(&"2400:cb00::/32".parse().unwrap());
+    changed.insert("198.51.100.0/24".parse().unwrap());
+    changed.insert("2001:db8:1::/64".parse().unwrap());
+    let plan = sync(&b, &changed).expect("changed list plans");
+    assert_eq!(plan.rebuild, None);
+    assert_eq!(plan.add.len(), 2);
+    assert_eq!(plan.remove.len(), 2);
+    assert_eq!(dump(&ns, variant, true), before, "foreign rules changed");
+    assert_eq!(Plan::new(&b.read().unwrap(), &changed), None);
+
+    // Purge leaves exactly what was there before.
+    b.purge().unwrap();
+    assert_eq!(b.read().unwrap().structure, Structure::Absent);
+    assert_eq!(dump(&ns, variant, false), before);
+    assert!(our_sets(&ns).is_empty());
+    b.purge().unwrap();
+}
+
+#[test]
+fn lifecycle_nft_ipset() {
+    lifecycle(Variant::Nft, IpsetMode::Always);
+}
+
+#[test]
+fn lifecycle_nft_per_range() {
+    lifecycle(Variant::Nft, IpsetMode::Never);
+}
+
+#[test]
+fn lifecycle_legacy_ipset() {
+    lifecycle(Variant::Legacy, IpsetMode::Always);
+}
+
+#[test]
+fn lifecycle_legacy_per_range() {
+    lifecycle(Variant::Legacy, IpsetMode::Never);
+}
+
+/// A TCP listener on port 443 (both families) inside `ns`; killed on drop.
+struct Listener(Child);
+
+impl Listener {
+    fn start(ns: &NetNs) -> Listener {
+        let code = "import socket\n\
+            s = socket.create_server(('::', 443), family=socket.AF_INET6, dualstack_ipv6=True)\n\
+            while True:\n    c, _ = s.accept()\n    c.close()\n";
+        let child = ns
+            .command("python3")
+            .args(["-c", code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects from `src` to `dst`:443 inside `ns`: "ok", "timeout" or "error ...".
+fn connect(ns: &NetNs, src: &str, dst: &str) -> String {
+    let code = "import socket, sys\n\
+        src, dst = sys.argv[1], sys.argv[2]\n\
+        fam = socket.AF_INET6 if ':' in dst else socket.AF_INET\n\
+        s = socket.socket(fam, socket.SOCK_STREAM)\n\
+        s.settimeout(1.5)\n\
+        s.bind((src, 0))\n\
+        try:\n    s.connect((dst, 443)); print('ok')\n\
+        except socket.timeout:\n    print('timeout')\n\
+        except OSError as e:\n    print('error', e)\n";
+    let (_, out, err) = ns.exec("python3", &["-c", code, src, dst]);
+    format!("{}{}", out.trim(), err.trim())
+}
+
+fn wait_until_ok(ns: &NetNs, src: &str, dst: &str) {
+    let start = Instant::now();
+    while connect(ns, src, dst) != "ok" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "listener at {dst} never answered {src}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
+    let server = NetNs::new("iptsrv");
+    let client = NetNs::new("iptcli");
+    server.link(
+        &client,
+        &[
+            "198.51.100.1/24",
+            "203.0.113.1/24",
+            "2001:db8:1::1/64",
+            "2001:db8:2::1/64",
+        ],
+        &[
+            "198.51.100.2/24",
+            "203.0.113.2/24",
+            "2001:db8:1::2/64",
+            "2001:db8:2::2/64",
+        ],
+    );
+    let _listener = Listener::start(&server);
+    // Before the allowlist, everyone connects: a drop later is ours.
+    wait_until_ok(&client, "198.51.100.2", "198.51.100.1");
+    wait_until_ok(&client, "203.0.113.2", "203.0.113.1");
+    wait_until_ok(&client, "2001:db8:2::2", "2001:db8:2::1");
+
+    let spec = RuleSpec {
+        restrict: true,
+        ..RuleSpec::default()
+    };
+    let b = backend(&server, variant, ipset, spec);
+    let mut desired = cloudflare();
+    desired.insert("198.51.100.0/24".parse().unwrap());
+    desired.insert("2001:db8:1::/64".parse().unwrap());
+    sync(&b, &desired).unwrap();
+
+    assert_eq!(connect(&client, "198.51.100.2", "198.51.100.1"), "ok");
+    assert_eq!(connect(&client, "2001:db8:1::2", "2001:db8:1::1"), "ok");
+    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1"), "timeout");
+    assert_eq!(
+        connect(&client, "2001:db8:2::2", "2001:db8:2::1"),
+        "timeout"
+    );
+
+    b.purge().unwrap();
+    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1"), "ok");
+}
+
+#[test]
+fn restrict_nft_ipset() {
+    restrict_drops_strangers(Variant::Nft, IpsetMode::Always);
+}
+
+#[test]
+fn restrict_nft_per_range() {
+    restrict_drops_strangers(Variant::Nft, IpsetMode::Never);
+}
+
+#[test]
+fn restrict_legacy_ipset() {
+    restrict_drops_strangers(Variant::Legacy, IpsetMode::Always);
+}
+
+#[test]
+fn restrict_legacy_per_range() {
+    restrict_drops_strangers(Variant::Legacy, IpsetMode::Never);
+}
+
+#[test]
+fn check_changes_nothing_and_rejects_what_ipset_cannot_hold() {
+    for (variant, ipset) in COMBOS {
+        let ns = NetNs::new("iptcheck");
+        add_foreign_rules(&ns, variant);
+        let before = dump(&ns, variant, false);
+        let b = backend(&ns, variant, ipset, RuleSpec::default());
+        let plan = Plan::new(&b.read().unwrap(), &cloudflare()).unwrap();
+        b.check(&plan).unwrap();
+        assert_eq!(dump(&ns, variant, false), before);
+        assert!(our_sets(&ns).is_empty());
+        assert_eq!(b.read().unwrap().structure, Structure::Absent);
+        if ipset == IpsetMode::Always {
+            let everyone = Plan::new(&b.read().unwrap(), &list(&["0.0.0.0/0"])).unwrap();
+            let err = b.check(&everyone).unwrap_err().to_string();
+            assert!(err.contains("0.0.0.0/0"), "{err}");
+            assert!(b.apply(&everyone).is_err());
+            assert_eq!(dump(&ns, variant, false), before);
+        }
+    }
+}
+
+#[test]
+fn a_changed_spec_is_outdated_and_rebuilt() {
+    for (variant, ipset) in COMBOS {
+        let ns = NetNs::new("iptspec");
+        let desired = cloudflare();
+        sync(&backend(&ns, variant, ipset, RuleSpec::default()), &desired).unwrap();
+
+        let narrower = RuleSpec {
+            ports: vec![443],
+            restrict: true,
+            ..RuleSpec::default()
+        };
+        let b = backend(&ns, variant, ipset, narrower);
+        let live = b.read().unwrap();
+        assert!(
+            matches!(&live.structure, Structure::Outdated(why) if why.contains("rules in chain")),
+            "{:?}",
+            live.structure
+        );
+        assert_eq!(live.entries, desired);
+        let plan = sync(&b, &desired).unwrap();
+        assert!(plan.rebuild.is_some() && plan.add.is_empty() && plan.remove.is_empty());
+        let save = ns.exec_ok(&format!("iptables-{}-save", tool_prefix(variant)), &[]);
+        assert!(save.contains("--dports 443 -j DROP"), "{save}");
+        b.purge().unwrap();
+    }
+}
+
+#[test]
+fn switching_ipset_mode_rebuilds_and_purge_removes_leftover_sets() {
+    let ns = NetNs::new("iptswitch");
+    let desired = cloudflare();
+    let with = backend(&ns, Variant::Nft, IpsetMode::Always, RuleSpec::default());
+    sync(&with, &desired).unwrap();
+    let without = backend(&ns, Variant::Nft, IpsetMode::Never, RuleSpec::default());
+    let live = without.read().unwrap();
+    assert!(matches!(live.structure, Structure::Outdated(_)));
+    sync(&without, &desired).unwrap();
+    let live = without.read().unwrap();
+    assert!(
+        live.warnings.iter().any(|w| w.contains(SET_V4)),
+        "{:?}",
+        live.warnings
+    );
+    without.purge().unwrap();
+    assert!(our_sets(&ns).is_empty());
+    assert!(!ns
+        .exec_ok("iptables-nft-save", &[])
+        .contains("CF-ALLOWLIST"));
+}
+
+#[test]
+fn missing_jump_and_duplicates_are_repaired() {
+    let ns = NetNs::new("iptjump");
+    let b = backend(&ns, Variant::Legacy, IpsetMode::Never, RuleSpec::default());
+    let desired = cloudflare();
+    sync(&b, &desired).unwrap();
+    ns.exec_ok("iptables-legacy", &["-D", "INPUT", "1"]);
+    ns.exec_ok("ip6tables-legacy", &["-A", "INPUT", "-j", "CF-ALLOWLIST"]);
+    let live = b.read().unwrap();
+    let Structure::Outdated(why) = &live.structure else {
+        panic!("{:?}", live.structure)
+    };
+    assert!(why.contains("ipv4: the INPUT jump"), "{why}");
+    assert!(why.contains("ipv6: INPUT holds 2 jump(s)"), "{why}");
+    sync(&b, &desired).unwrap();
+    let v6 = ns.exec_ok("ip6tables-legacy-save", &[]);
+    assert_eq!(v6.matches("-j CF-ALLOWLIST").count(), 1, "{v6}");
+}
+
+#[test]
+fn only_managed_families_are_touched() {
+    let ns = NetNs::new("iptfam");
+    let spec = RuleSpec {
+        families: vec![Family::V4],
+        ..RuleSpec::default()
+    };
+    let b = backend(&ns, Variant::Nft, IpsetMode::Always, spec);
+    let desired = cloudflare().only(&[Family::V4]);
+    sync(&b, &desired).unwrap();
+    assert!(!ns
+        .exec_ok("ip6tables-nft-save", &[])
+        .contains("CF-ALLOWLIST"));
+    assert_eq!(our_sets(&ns), [SET_V4]);
+    b.purge().unwrap();
+    assert!(our_sets(&ns).is_empty());
+}
+
+#[test]
+fn auto_variant_follows_the_rules_and_input_has_rules_sees_them() {
+    let ns = NetNs::new("iptauto");
+    let runner = Runner::in_netns(ns.name());
+    assert!(!input_has_rules(&runner));
+    let auto = |ns: &NetNs| backend(ns, Variant::Auto, IpsetMode::Auto, RuleSpec::default());
+    assert_eq!(auto(&ns).tools(), Tools::Nft, "a tie picks nft");
+    assert!(auto(&ns).uses_ipset());
+    ns.exec_ok(
+        "iptables-legacy",
+        &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+    );
+    assert!(input_has_rules(&runner));
+    assert_eq!(auto(&ns).tools(), Tools::Legacy);
+    for _ in 0..2 {
+        ns.exec_ok(
+            "ip6tables-nft",
+            &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+        );
+    }
+    assert_eq!(auto(&ns).tools(), Tools::Nft);
+}
+
+#[test]
+fn bad_chain_names_are_refused() {
+    for chain in [
+        "",
+        "INPUT",
+        "-x",
+        "has space",
+        "A234567890123456789012345678X",
+    ] {
+        let options = IptablesOptions {
+            chain: chain.to_string(),
+            ..IptablesOptions::default()
+        };
+        let err = IptablesBackend::new(options, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(err.to_string().contains("chain name"), "{err}");
+    }
+}
