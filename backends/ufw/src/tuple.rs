@@ -319,7 +319,7 @@ pub fn encode_hex(text: &str) -> String {
 
 /// The text of a hex-encoded comment; `None` unless it is valid hex of valid UTF-8.
 pub fn decode_hex(hex: &str) -> Option<String> {
-    if hex.len() % 2 != 0 || !hex.is_ascii() {
+    if hex.len() & 1 == 1 || !hex.is_ascii() {
         return None;
     }
     let bytes = (0..hex.len())
