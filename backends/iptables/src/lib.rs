@@ -288,7 +288,8 @@ pub fn input_has_rules(runner: &Runner) -> bool {
         .filter(|program| runner.has(program))
         .any(|program| {
             runner
-                .run(&program, &["-t", "filter"], None)
+                // No `-t filter`: naming a table makes iptables-legacy load its kernel module.
+                .run(&program, &[] as &[&str], None)
                 .ok()
                 .and_then(|out| save::parse_save(&out.stdout, "filter", &program).ok())
                 .is_some_and(|table| table.rules_of("INPUT").next().is_some())
