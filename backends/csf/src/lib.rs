@@ -42,6 +42,10 @@ const CSF_CONF: &str = "csf.conf";
 const CSF_ERROR: &str = "csf.error";
 /// csf keeps its files `0600`; new files of ours get the same.
 const FILE_MODE: u32 = 0o600;
+/// How long the reload may run. `csf -ra` rebuilds the whole ruleset and restarts lfd; with large
+/// deny lists or blocklists and no ipset that takes minutes, and killing it halfway leaves a
+/// half-built firewall, so it gets far longer than the runner's default.
+pub const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// How the csf backend is set up (`csf:` in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,11 +93,12 @@ struct Change {
 impl CsfBackend {
     /// A backend for the csf directory and reload command in `options`, writing rules for `spec`,
     /// running the reload through `runner`.
+    /// The reload may run up to [`RELOAD_TIMEOUT`].
     pub fn new(options: CsfOptions, spec: RuleSpec, runner: Runner) -> Self {
         CsfBackend {
             options,
             spec,
-            runner,
+            runner: runner.with_timeout(RELOAD_TIMEOUT),
         }
     }
 

@@ -551,3 +551,28 @@ fn defaults_match_the_spec() {
     assert!(o.ignore);
     assert_eq!(o.reload, ["csf", "-ra"]);
 }
+
+/// Timing, run on demand: `cargo test -p cfa-csf --release --test e2e -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn bench_read_and_no_op_sync() {
+    let env = Env::new();
+    let backend = env.backend();
+    let started = std::time::Instant::now();
+    sync(&backend, &cloudflare()).unwrap();
+    let first = started.elapsed();
+    let runs = 1000;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        assert!(!sync(&backend, &cloudflare()).unwrap());
+    }
+    let per_read = started.elapsed() / runs;
+    let started = std::time::Instant::now();
+    backend.purge().unwrap();
+    let purge = started.elapsed();
+    println!(
+        "csf bench: first sync (write 4 files + reload stand-in + read back) {first:?}; \
+         no-op sync (read + plan) {per_read:?} each over {runs}; purge {purge:?}"
+    );
+    assert_eq!(env.reloads(), 2);
+}
