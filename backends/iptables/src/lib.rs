@@ -676,6 +676,14 @@ impl Backend for IptablesBackend {
                     state.family, self.chain
                 ));
             }
+            if state.tmp_exists {
+                warnings.push(format!(
+                    "{}: temporary ipset {} is left from an interrupted run; the next apply \
+                     replaces it",
+                    state.family,
+                    set_names(state.family).1
+                ));
+            }
             if !self.ipset && state.set.is_some() {
                 warnings.push(format!(
                     "{}: ipset {} is left from ipset mode; purge removes it",
@@ -735,19 +743,24 @@ impl Backend for IptablesBackend {
         let states = self.inspect(&managed)?;
         let wanted = self.wanted(plan);
         let updates = self.set_updates(&states, &wanted)?;
-        // Sets first: rules that match a set need it to exist.
+        let inputs: Vec<(&FamilyState, String)> = states
+            .iter()
+            .zip(&wanted)
+            .filter_map(|(state, (_, entries))| Some((state, self.family_input(state, entries)?)))
+            .collect();
+        // Sets first: rules that match a set need it to exist. When no rule changes, the
+        // temporary sets (now holding the old members) go in the same `ipset restore`; otherwise
+        // they stay until the rules are in, so that a failure can swap the old members back.
         if !updates.is_empty() {
-            self.run_ipset(
-                &rules::ipset_swap_input(&updates),
-                "updating the ipsets (ipset restore)",
-            )?;
+            let mut input = rules::ipset_swap_input(&updates);
+            if inputs.is_empty() {
+                input.push_str(&rules::finish_sets(&updates));
+            }
+            self.run_ipset(&input, "updating the ipsets (ipset restore)")?;
         }
         let mut done: Vec<&FamilyState> = Vec::new();
-        for (state, (_, entries)) in states.iter().zip(&wanted) {
-            let Some(input) = self.family_input(state, entries) else {
-                continue;
-            };
-            if let Err(err) = self.run_restore(state.family, &input, false, "applying the rules") {
+        for (state, input) in &inputs {
+            if let Err(err) = self.run_restore(state.family, input, false, "applying the rules") {
                 let mut undo_errors = Vec::new();
                 for earlier in done.iter().rev() {
                     if let Err(e) = self.undo_family(earlier) {
@@ -772,11 +785,15 @@ impl Backend for IptablesBackend {
             }
             done.push(state);
         }
-        if !updates.is_empty() {
-            self.run_ipset(
+        if !updates.is_empty() && !inputs.is_empty() {
+            // The allowlist is in place; a temporary set left behind is harmless, reported by
+            // `read` and replaced by the next apply, so this is not a failed apply.
+            if let Err(e) = self.run_ipset(
                 &rules::finish_sets(&updates),
                 "destroying the temporary ipsets",
-            )?;
+            ) {
+                tracing::warn!("{e}");
+            }
         }
         Ok(())
     }

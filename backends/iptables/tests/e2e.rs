@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use cfa_core::{AllowList, Backend, Family, Plan, RuleSpec, Runner, Structure};
 use cfa_iptables::{
     input_has_rules, IpsetMode, IptablesBackend, IptablesOptions, Tools, Variant, SET_V4, SET_V6,
+    TMP_SET_V4,
 };
 use ipnet::IpNet;
 use testkit::NetNs;
@@ -468,4 +469,21 @@ fn bad_chain_names_are_refused() {
         let err = IptablesBackend::new(options, RuleSpec::default(), Runner::new()).unwrap_err();
         assert!(err.to_string().contains("chain name"), "{err}");
     }
+}
+
+#[test]
+fn a_stale_temporary_set_is_reported_and_replaced() {
+    let ns = NetNs::new("iptstale");
+    // Left by an interrupted run, even with other parameters than the ones we create.
+    ns.exec_ok("ipset", &["create", TMP_SET_V4, "hash:ip"]);
+    let b = backend(&ns, Variant::Nft, IpsetMode::Always, RuleSpec::default());
+    let live = b.read().unwrap();
+    assert!(
+        live.warnings.iter().any(|w| w.contains(TMP_SET_V4)),
+        "{:?}",
+        live.warnings
+    );
+    sync(&b, &cloudflare()).unwrap();
+    assert_eq!(our_sets(&ns), [SET_V4, SET_V6]);
+    assert!(b.read().unwrap().warnings.is_empty());
 }
