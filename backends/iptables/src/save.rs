@@ -68,6 +68,19 @@ pub fn parse_save(text: &str, wanted: &str, what: &str) -> Result<Table, Backend
     let mut table = Table::default();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
+        if let Some(name) = line
+            .strip_prefix("# Table `")
+            .and_then(|rest| rest.strip_suffix("' is incompatible, use 'nft' tool."))
+        {
+            if name == wanted {
+                // iptables-nft prints nothing else for a table holding rules it cannot express:
+                // reading it as empty would make us add a jump on every run.
+                return Err(BackendError::Conflict(format!(
+                    "{what}: the {wanted} table holds rules iptables-nft cannot read (written \
+                     with nft); manage this host with the nftables backend instead"
+                )));
+            }
+        }
         if line.is_empty() || line.starts_with('#') {
             continue;
         }

@@ -234,3 +234,14 @@ fn set_sizes_leave_headroom() {
     assert_eq!(rules::set_sizes(22), (1024, 65536));
     assert_eq!(rules::set_sizes(100_000), (131072, 262144));
 }
+
+#[test]
+fn a_table_iptables_nft_cannot_read_is_refused_not_read_as_empty() {
+    let text = fixture("ip6tables-nft-save-incompatible.txt");
+    let err = parse_save(&text, "filter", "ip6tables-nft-save -t filter")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nftables backend"), "{err}");
+    // Another table's incompatibility is not ours to refuse.
+    assert!(parse_save(&text, "nat", "ip6tables-nft-save").is_ok());
+}
