@@ -487,3 +487,36 @@ fn a_stale_temporary_set_is_reported_and_replaced() {
     assert_eq!(our_sets(&ns), [SET_V4, SET_V6]);
     assert!(b.read().unwrap().warnings.is_empty());
 }
+
+#[test]
+fn a_tampered_chain_is_outdated_and_rewritten() {
+    for (variant, ipset) in COMBOS {
+        let ns = NetNs::new("ipttamper");
+        let b = backend(&ns, variant, ipset, RuleSpec::default());
+        let desired = cloudflare();
+        sync(&b, &desired).unwrap();
+        let tool = format!("iptables-{}", tool_prefix(variant));
+        ns.exec_ok(
+            &tool,
+            &[
+                "-I",
+                "CF-ALLOWLIST",
+                "1",
+                "-s",
+                "192.0.2.0/24",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        let live = b.read().unwrap();
+        assert!(
+            matches!(&live.structure, Structure::Outdated(why) if why.contains("ipv4")),
+            "{:?}",
+            live.structure
+        );
+        sync(&b, &desired).unwrap();
+        assert!(!ns
+            .exec_ok(&format!("{tool}-save"), &[])
+            .contains("192.0.2.0"));
+    }
+}
