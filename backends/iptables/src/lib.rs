@@ -13,6 +13,7 @@ pub mod rules;
 pub mod save;
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner, Structure};
@@ -65,6 +66,70 @@ pub enum Variant {
     Nft,
     /// `iptables-legacy` (x_tables kernel API).
     Legacy,
+}
+
+impl IpsetMode {
+    /// The configuration spelling (`auto`, `always`, `never`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IpsetMode::Auto => "auto",
+            IpsetMode::Always => "always",
+            IpsetMode::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for IpsetMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for IpsetMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IpsetMode::Auto),
+            "always" => Ok(IpsetMode::Always),
+            "never" => Ok(IpsetMode::Never),
+            other => Err(format!(
+                "unknown ipset mode `{other}` (expected auto, always or never)"
+            )),
+        }
+    }
+}
+
+impl Variant {
+    /// The configuration spelling (`auto`, `nft`, `legacy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Auto => "auto",
+            Variant::Nft => "nft",
+            Variant::Legacy => "legacy",
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Variant::Auto),
+            "nft" => Ok(Variant::Nft),
+            "legacy" => Ok(Variant::Legacy),
+            other => Err(format!(
+                "unknown iptables variant `{other}` (expected auto, nft or legacy)"
+            )),
+        }
+    }
 }
 
 /// The `iptables:` section of the configuration.
@@ -624,6 +689,8 @@ impl IptablesBackend {
     }
 
     /// Puts a family's chain and jumps back as `state` found them (after a later step failed).
+    /// Extra jumps the failed apply deleted (duplicates, non-canonical ones) are not re-added:
+    /// they only repeated the canonical jump.
     fn undo_family(&self, state: &FamilyState) -> Result<(), BackendError> {
         let jump = rules::jump_rule(&self.chain);
         let input = if !state.chain_exists {

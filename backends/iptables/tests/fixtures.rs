@@ -245,3 +245,17 @@ fn a_table_iptables_nft_cannot_read_is_refused_not_read_as_empty() {
     // Another table's incompatibility is not ours to refuse.
     assert!(parse_save(&text, "nat", "ip6tables-nft-save").is_ok());
 }
+
+#[test]
+fn option_names_round_trip() {
+    use cfa_iptables::{IpsetMode, Variant};
+    for mode in [IpsetMode::Auto, IpsetMode::Always, IpsetMode::Never] {
+        assert_eq!(mode.to_string().parse::<IpsetMode>(), Ok(mode));
+    }
+    for variant in [Variant::Auto, Variant::Nft, Variant::Legacy] {
+        assert_eq!(variant.to_string().parse::<Variant>(), Ok(variant));
+    }
+    let err = "iptables".parse::<Variant>().unwrap_err();
+    assert!(err.contains("auto, nft or legacy"), "{err}");
+    assert!("sometimes".parse::<IpsetMode>().is_err());
+}
