@@ -62,10 +62,11 @@ fn add_foreign_rules(ns: &NetNs, variant: Variant) {
         (format!("iptables-{v}"), "192.0.2.0/24"),
         (format!("ip6tables-{v}"), "2001:db8:99::/48"),
     ] {
-        ns.exec_ok(&tool, &["-N", "f2b-sshd"]);
-        ns.exec_ok(&tool, &["-A", "f2b-sshd", "-s", src, "-j", "DROP"]);
-        ns.exec_ok(&tool, &["-A", "f2b-sshd", "-j", "RETURN"]);
-        ns.exec_ok(
+        ipt(ns, &tool, &["-N", "f2b-sshd"]);
+        ipt(ns, &tool, &["-A", "f2b-sshd", "-s", src, "-j", "DROP"]);
+        ipt(ns, &tool, &["-A", "f2b-sshd", "-j", "RETURN"]);
+        ipt(
+            ns,
             &tool,
             &[
                 "-A",
@@ -82,8 +83,9 @@ fn add_foreign_rules(ns: &NetNs, variant: Variant) {
                 "f2b-sshd",
             ],
         );
-        ns.exec_ok(&tool, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
-        ns.exec_ok(
+        ipt(ns, &tool, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+        ipt(
+            ns,
             &tool,
             &[
                 "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", "81", "-j", "RETURN",
@@ -92,6 +94,14 @@ fn add_foreign_rules(ns: &NetNs, variant: Variant) {
     }
     ns.exec_ok("ipset", &["create", "foreign", "hash:ip"]);
     ns.exec_ok("ipset", &["add", "foreign", "192.0.2.9"]);
+}
+
+/// Runs an iptables tool with `-w`: other tests' restores hold the (host-wide) xtables lock
+/// for a moment, and without `-w` iptables-legacy fails at once instead of waiting.
+fn ipt(ns: &NetNs, tool: &str, args: &[&str]) -> String {
+    let mut all = vec!["-w", "10"];
+    all.extend_from_slice(args);
+    ns.exec_ok(tool, &all)
 }
 
 /// Every table of both families, without counters and `#` lines; optionally without our lines.
@@ -399,8 +409,12 @@ fn missing_jump_and_duplicates_are_repaired() {
     let b = backend(&ns, Variant::Legacy, IpsetMode::Never, RuleSpec::default());
     let desired = cloudflare();
     sync(&b, &desired).unwrap();
-    ns.exec_ok("iptables-legacy", &["-D", "INPUT", "1"]);
-    ns.exec_ok("ip6tables-legacy", &["-A", "INPUT", "-j", "CF-ALLOWLIST"]);
+    ipt(&ns, "iptables-legacy", &["-D", "INPUT", "1"]);
+    ipt(
+        &ns,
+        "ip6tables-legacy",
+        &["-A", "INPUT", "-j", "CF-ALLOWLIST"],
+    );
     let live = b.read().unwrap();
     let Structure::Outdated(why) = &live.structure else {
         panic!("{:?}", live.structure)
@@ -438,14 +452,16 @@ fn auto_variant_follows_the_rules_and_input_has_rules_sees_them() {
     let auto = |ns: &NetNs| backend(ns, Variant::Auto, IpsetMode::Auto, RuleSpec::default());
     assert_eq!(auto(&ns).tools(), Tools::Nft, "a tie picks nft");
     assert!(auto(&ns).uses_ipset());
-    ns.exec_ok(
+    ipt(
+        &ns,
         "iptables-legacy",
         &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
     );
     assert!(input_has_rules(&runner));
     assert_eq!(auto(&ns).tools(), Tools::Legacy);
     for _ in 0..2 {
-        ns.exec_ok(
+        ipt(
+            &ns,
             "ip6tables-nft",
             &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
         );
@@ -496,7 +512,8 @@ fn a_tampered_chain_is_outdated_and_rewritten() {
         let desired = cloudflare();
         sync(&b, &desired).unwrap();
         let tool = format!("iptables-{}", tool_prefix(variant));
-        ns.exec_ok(
+        ipt(
+            &ns,
             &tool,
             &[
                 "-I",
