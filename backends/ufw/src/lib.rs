@@ -196,14 +196,19 @@ impl UfwBackend {
         })
     }
 
-    /// Reads ufw's state: `ufw status`, the defaults file and the rules files.
-    fn scan(&self) -> Result<Scan, BackendError> {
+    /// Reads ufw's state: the defaults file, the rules files and, with `status`, `ufw status`
+    /// (only `read` reports whether ufw is active; apply and purge save the ~0.1 s it costs).
+    fn scan(&self, status_too: bool) -> Result<Scan, BackendError> {
         if self.options.comment.trim().is_empty() {
             return Err(BackendError::Conflict(
                 "the ufw comment is empty: it is what tells our rules from the operator's".into(),
             ));
         }
-        let active = status(&self.runner)?;
+        let active = if status_too {
+            status(&self.runner)?
+        } else {
+            true
+        };
         let ipv6 = self.ipv6_enabled()?;
         let v4 = self.read_rules("user.rules", false)?;
         // ufw reads user6.rules only when IPv6 is on; so do we.
@@ -529,23 +534,23 @@ impl Backend for UfwBackend {
     }
 
     fn read(&self) -> Result<Live, BackendError> {
-        let scan = self.scan()?;
+        let scan = self.scan(true)?;
         Ok(self.live_from(&scan))
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
-        let scan = self.scan()?;
+        let scan = self.scan(false)?;
         self.steps(&scan, &plan.after).map(|_| ())
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
-        let scan = self.scan()?;
+        let scan = self.scan(false)?;
         let steps = self.steps(&scan, &plan.after)?;
         self.execute(scan, steps)
     }
 
     fn purge(&self) -> Result<(), BackendError> {
-        let scan = self.scan()?;
+        let scan = self.scan(false)?;
         if !scan.ipv6 {
             let path = self.options.dir.join("user6.rules");
             if let Ok(rules) = self.read_rules("user6.rules", true) {
@@ -572,5 +577,138 @@ impl Backend for UfwBackend {
             })
             .collect();
         self.execute(scan, steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cfa_core::Protocol;
+
+    const MIXED_V4: &str = include_str!("../tests/fixtures/mixed-user.rules");
+    const MIXED_V6: &str = include_str!("../tests/fixtures/mixed-user6.rules");
+
+    fn list(items: &[&str]) -> AllowList {
+        items.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn backend(spec: RuleSpec) -> UfwBackend {
+        UfwBackend::new(UfwOptions::default(), spec, Runner::new())
+    }
+
+    fn mixed(ipv6: bool) -> Scan {
+        Scan {
+            active: true,
+            ipv6,
+            v4: parse_rules(MIXED_V4, false).unwrap(),
+            v6: if ipv6 {
+                parse_rules(MIXED_V6, true).unwrap()
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn commands(steps: &[Step]) -> String {
+        steps
+            .iter()
+            .map(|s| {
+                let op: &[&str] = match s.op {
+                    Op::Add => &[],
+                    Op::Delete => &["delete"],
+                };
+                format!("ufw {}", s.rule.cli_args(op).unwrap().join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn status_output_captured_from_ufw() {
+        let active = include_str!("../tests/fixtures/status-active.txt");
+        let inactive = include_str!("../tests/fixtures/status-inactive.txt");
+        assert!(parse_status(active).unwrap());
+        assert!(!parse_status(inactive).unwrap());
+        assert!(parse_status("ERROR: problem running\n").is_err());
+    }
+
+    #[test]
+    fn ipv6_default_is_read_as_ufw_reads_it() {
+        assert!(parse_ipv6_default("# IPV6=no\nIPV6=yes\n"));
+        assert!(!parse_ipv6_default("IPV6=no\n"));
+        assert!(parse_ipv6_default("IPV6=\"yes\"\n"));
+        assert!(!parse_ipv6_default("DEFAULT_INPUT_POLICY=\"DROP\"\n"));
+    }
+
+    #[test]
+    fn mixed_rules_read_as_outdated_with_only_conforming_entries() {
+        let live = backend(RuleSpec::default()).live_from(&mixed(true));
+        insta::assert_debug_snapshot!("mixed_live", live);
+    }
+
+    #[test]
+    fn steps_delete_odd_rules_of_ours_and_add_the_missing_ones() {
+        let b = backend(RuleSpec::default());
+        // 173.245.48.0/20 is left out: the operator's uncommented rule has the same key.
+        let after = list(&[
+            "1.2.3.4/32",
+            "104.16.0.0/13",
+            "2400:cb00::/32",
+            "2606:4700::/32",
+        ]);
+        let steps = b.steps(&mixed(true), &after).unwrap();
+        insta::assert_snapshot!("mixed_steps", commands(&steps));
+        // IPv6 off: no IPv6 step at all.
+        let steps = b.steps(&mixed(false), &after).unwrap();
+        assert!(steps.iter().all(|s| !s.rule.v6), "{}", commands(&steps));
+    }
+
+    #[test]
+    fn an_add_over_an_operator_rule_with_the_same_key_is_a_conflict() {
+        let b = backend(RuleSpec::default());
+        let err = b
+            .steps(&mixed(true), &list(&["173.245.48.0/20"]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Conflict(m) if m.contains("### tuple ### allow tcp 80,443 0.0.0.0/0 any 173.245.48.0/20 in")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_delete_colliding_with_an_add_goes_first() {
+        // A `deny` of ours has the key of the `allow` we want: ufw would turn the add into an
+        // update, so the delete runs first; the unrelated delete runs after the adds.
+        let b = backend(RuleSpec {
+            ports: vec![443],
+            protocol: Protocol::Udp,
+            ..RuleSpec::default()
+        });
+        let scan = Scan {
+            active: true,
+            ipv6: true,
+            v4: parse_rules(
+                "### tuple ### deny udp 443 0.0.0.0/0 any 173.245.48.0/20 in comment=63662d616c6c6f776c697374\n\
+                 ### tuple ### allow tcp 80 0.0.0.0/0 any 10.0.0.0/8 in comment=63662d616c6c6f776c697374\n",
+                false,
+            )
+            .unwrap(),
+            v6: vec![],
+        };
+        let steps = b.steps(&scan, &list(&["173.245.48.0/20"])).unwrap();
+        insta::assert_snapshot!("collision_order", commands(&steps));
+    }
+
+    #[test]
+    fn an_empty_comment_is_refused() {
+        let b = UfwBackend::new(
+            UfwOptions {
+                comment: " ".into(),
+                ..UfwOptions::default()
+            },
+            RuleSpec::default(),
+            Runner::new(),
+        );
+        assert!(matches!(b.read(), Err(BackendError::Conflict(_))));
     }
 }
