@@ -543,19 +543,6 @@ impl IptablesBackend {
     fn outdated(&self, state: &FamilyState, entries: &[IpNet]) -> Option<String> {
         let family = state.family;
         let chain = &self.chain;
-        if !state.chain_exists {
-            return Some(format!("{family}: chain {chain} is missing"));
-        }
-        if state.jumps.is_empty() {
-            return Some(format!("{family}: the INPUT jump to {chain} is missing"));
-        }
-        let jump = rules::jump_rule(chain);
-        if state.jumps.len() > 1 || state.jumps[0] != jump {
-            return Some(format!(
-                "{family}: INPUT holds {} jump(s) to {chain}, want exactly `{jump}`",
-                state.jumps.len()
-            ));
-        }
         if self.ipset {
             let (name, _) = set_names(family);
             match &state.set {
@@ -569,6 +556,19 @@ impl IptablesBackend {
                 }
                 Some(_) => {}
             }
+        }
+        if !state.chain_exists {
+            return Some(format!("{family}: chain {chain} is missing"));
+        }
+        if state.jumps.is_empty() {
+            return Some(format!("{family}: the INPUT jump to {chain} is missing"));
+        }
+        let jump = rules::jump_rule(chain);
+        if state.jumps.len() > 1 || state.jumps[0] != jump {
+            return Some(format!(
+                "{family}: INPUT holds {} jump(s) to {chain}, want exactly `{jump}`",
+                state.jumps.len()
+            ));
         }
         if state.chain_rules != self.wanted_rules(family, entries) {
             return Some(format!(

@@ -537,3 +537,39 @@ fn a_tampered_chain_is_outdated_and_rewritten() {
             .contains("192.0.2.0"));
     }
 }
+
+#[test]
+fn purge_refuses_to_break_foreign_references_and_wrong_sets_are_not_swapped() {
+    let ns = NetNs::new("iptref");
+    let b = backend(&ns, Variant::Nft, IpsetMode::Always, RuleSpec::default());
+    sync(&b, &cloudflare()).unwrap();
+    ipt(&ns, "iptables-nft", &["-N", "web"]);
+    ipt(&ns, "iptables-nft", &["-A", "web", "-j", "CF-ALLOWLIST"]);
+    let save = || -> String {
+        let out = ns.exec_ok("iptables-nft-save", &[]);
+        out.lines().filter(|l| !l.starts_with('#')).collect()
+    };
+    let before = save();
+    let err = b.purge().unwrap_err().to_string();
+    assert!(err.contains("-A web -j CF-ALLOWLIST"), "{err}");
+    assert_eq!(save(), before);
+    ipt(&ns, "iptables-nft", &["-F", "web"]);
+    b.purge().unwrap();
+
+    // A set of ours with another type cannot be swapped: refused before anything changes.
+    ns.exec_ok("ipset", &["create", SET_V6, "hash:ip", "family", "inet6"]);
+    let live = b.read().unwrap();
+    assert!(
+        matches!(&live.structure, Structure::Outdated(why) if why.contains("hash:ip")),
+        "{:?}",
+        live.structure
+    );
+    let plan = Plan::new(&live, &cloudflare()).unwrap();
+    let err = b.apply(&plan).unwrap_err().to_string();
+    assert!(err.contains("cannot be swapped"), "{err}");
+    assert!(!ns
+        .exec_ok("iptables-nft-save", &[])
+        .contains("CF-ALLOWLIST"));
+    b.purge().unwrap();
+    assert!(our_sets(&ns).is_empty());
+}

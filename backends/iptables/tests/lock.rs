@@ -69,6 +69,8 @@ fn a_held_lock_waits_then_fails_clearly_and_rolls_back_the_sets() {
 
     assert!(err.contains("xtables lock"), "{err}");
     assert!(err.contains("1s"), "{err}");
+    // The tool's own stderr is kept.
+    assert!(err.contains("Stopped waiting after 1s"), "{err}");
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(4),
         "{waited:?}"
