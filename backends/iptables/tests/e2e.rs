@@ -573,3 +573,38 @@ fn purge_refuses_to_break_foreign_references_and_wrong_sets_are_not_swapped() {
     b.purge().unwrap();
     assert!(our_sets(&ns).is_empty());
 }
+
+#[test]
+fn a_failing_family_rolls_back_the_families_and_sets_applied_before_it() {
+    for ipset in [IpsetMode::Always, IpsetMode::Never] {
+        let ns = NetNs::new("iptroll");
+        // An nft base chain named like ours in ip6 filter: ip6tables-nft-save hides it, and
+        // ip6tables-nft-restore then fails on it, after the IPv4 step has succeeded.
+        ns.exec_ok("nft", &["add", "table", "ip6", "filter"]);
+        ns.exec_ok(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "ip6",
+                "filter",
+                "CF-ALLOWLIST",
+                "{ type filter hook input priority 10; policy accept; }",
+            ],
+        );
+        add_foreign_rules(&ns, Variant::Nft);
+        let before = dump(&ns, Variant::Nft, false);
+        let b = backend(&ns, Variant::Nft, ipset, RuleSpec::default());
+        let plan = Plan::new(&b.read().unwrap(), &cloudflare()).unwrap();
+        let err = b.apply(&plan).unwrap_err().to_string();
+        assert!(
+            err.contains("ipv6") && err.contains("CF-ALLOWLIST"),
+            "{err}"
+        );
+        assert!(!err.contains("rolling back also failed"), "{err}");
+        // The tool's stderr is in the error.
+        assert!(err.contains("CHAIN_USER_ADD failed"), "{err}");
+        assert_eq!(dump(&ns, Variant::Nft, false), before, "{ipset:?}");
+        assert!(our_sets(&ns).is_empty(), "{ipset:?}");
+    }
+}
