@@ -229,6 +229,8 @@ struct FamilyState {
     set: Option<IpSet>,
     /// Whether a temporary set was left behind.
     tmp_exists: bool,
+    /// Whether iptables-nft reported base chains it cannot show.
+    hidden_base_chains: bool,
 }
 
 impl FamilyState {
@@ -509,6 +511,7 @@ impl IptablesBackend {
                     foreign_refs,
                     set,
                     tmp_exists,
+                    hidden_base_chains: table.hidden_base_chains,
                 })
             })
             .collect()
@@ -741,6 +744,13 @@ impl Backend for IptablesBackend {
                     "{}: rules above the jump to {} in INPUT decide first; the allowlist may be \
                      ineffective",
                     state.family, self.chain
+                ));
+            }
+            if state.hidden_base_chains {
+                warnings.push(format!(
+                    "{}: the filter table holds base chains added with nft that iptables-nft \
+                     cannot show; they filter packets too (see `nft list ruleset`)",
+                    state.family
                 ));
             }
             if state.tmp_exists {

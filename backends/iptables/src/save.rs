@@ -15,6 +15,9 @@ pub struct Table {
     /// Rules in order, as `iptables-save` prints them without the `[p:b]` counters
     /// (`-A INPUT -p tcp ... -j ACCEPT`).
     pub rules: Vec<Rule>,
+    /// iptables-nft said the table holds base chains it cannot show (added with `nft`): they
+    /// filter packets too, and one named like ours makes our restore fail.
+    pub hidden_base_chains: bool,
 }
 
 /// One rule of a dump.
@@ -80,6 +83,11 @@ pub fn parse_save(text: &str, wanted: &str, what: &str) -> Result<Table, Backend
                      with nft); manage this host with the nftables backend instead"
                 )));
             }
+        }
+        if line.starts_with(&format!(
+            "# Table `{wanted}' contains incompatible base-chains"
+        )) {
+            table.hidden_base_chains = true;
         }
         if line.is_empty() || line.starts_with('#') {
             continue;

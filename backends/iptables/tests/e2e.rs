@@ -614,7 +614,15 @@ fn a_failing_family_rolls_back_the_families_and_sets_applied_before_it() {
         add_foreign_rules(&ns, Variant::Nft);
         let before = dump(&ns, Variant::Nft, false);
         let b = backend(&ns, Variant::Nft, ipset, RuleSpec::default());
-        let plan = Plan::new(&b.read().unwrap(), &cloudflare()).unwrap();
+        let live = b.read().unwrap();
+        assert!(
+            live.warnings
+                .iter()
+                .any(|w| w.contains("ipv6: the filter table holds base chains")),
+            "{:?}",
+            live.warnings
+        );
+        let plan = Plan::new(&live, &cloudflare()).unwrap();
         let err = b.apply(&plan).unwrap_err().to_string();
         assert!(
             err.contains("ipv6") && err.contains("CF-ALLOWLIST"),
