@@ -89,6 +89,7 @@ pub struct Resolved {
     /// The source id (`cloudflare`, `url:...`).
     pub id: String,
     /// Where the list came from.
+    #[serde(flatten)]
     pub served: Served,
     /// Number of ranges it gave.
     pub entries: usize,

@@ -89,6 +89,23 @@ impl NetNs {
         cmd
     }
 
+    /// Runs `f` on a fresh thread that has entered this namespace, so that sockets it creates
+    /// (a test HTTP server's listener) live in the namespace; returns what `f` returns.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in the namespace panicked")
+    }
+
     /// Connects this namespace to `other` with a veth pair and gives each end an address
     /// (CIDR notation, e.g. `192.0.2.1/24`); returns the interface names (this side, other side).
     pub fn link(&self, other: &NetNs, here: &[&str], there: &[&str]) -> (String, String) {

@@ -1,0 +1,6 @@
+//! End to end: the built `cf-allowlist` binary against real firewalls, each test in a network
+//! namespace of its own with a loopback HTTP server inside it serving Cloudflare-shaped answers.
+
+mod cli;
+mod nftables;
+mod util;
