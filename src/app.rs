@@ -180,6 +180,8 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
     let mut desired = resolve(&config, args.offline)?;
     let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
     let live = backend.read().map_err(backend_failure)?;
+    let families = backend.families().map_err(backend_failure)?;
+    desired.list = desired.list.only(&families);
     let mut warnings = std::mem::take(&mut desired.warnings);
     warnings.extend(live.warnings.iter().cloned());
 

@@ -1,6 +1,7 @@
 //! End to end: the built `cf-allowlist` binary against real firewalls, each test in a network
 //! namespace of its own with a loopback HTTP server inside it serving Cloudflare-shaped answers.
 
+mod backends;
 mod cli;
 mod nftables;
 mod util;

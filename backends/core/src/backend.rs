@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{Live, Plan};
+use crate::model::{Family, Live, Plan};
 use crate::process::CommandError;
 
 /// A firewall the engine can read and change.
@@ -13,6 +13,13 @@ use crate::process::CommandError;
 pub trait Backend {
     /// The backend's name as the configuration spells it (`nftables`, `iptables`, ...).
     fn name(&self) -> &'static str;
+
+    /// The families this backend can hold right now, of those the rule spec asks for: an nftables
+    /// `ip` table holds no IPv6, ufw with `IPV6=no` none. The engine plans only these (the backend
+    /// says why in `Live::warnings`). By default, every family.
+    fn families(&self) -> Result<Vec<Family>, BackendError> {
+        Ok(Family::ALL.to_vec())
+    }
 
     /// Reads the objects this backend owns from the live firewall. Read-only.
     fn read(&self) -> Result<Live, BackendError>;

@@ -210,6 +210,10 @@ impl Backend for NftablesBackend {
         "nftables"
     }
 
+    fn families(&self) -> Result<Vec<Family>, BackendError> {
+        Ok(self.layout.families.clone())
+    }
+
     fn read(&self) -> Result<Live, BackendError> {
         let table = match self.list_table()? {
             Some(t) => t,

@@ -533,6 +533,10 @@ impl Backend for UfwBackend {
         "ufw"
     }
 
+    fn families(&self) -> Result<Vec<Family>, BackendError> {
+        self.effective_families()
+    }
+
     fn read(&self) -> Result<Live, BackendError> {
         let scan = self.scan(true)?;
         Ok(self.live_from(&scan))
