@@ -500,7 +500,8 @@ impl Default for UfwSettings {
 pub struct CsfSettings {
     /// csf's configuration directory.
     pub dir: PathBuf,
-    /// Also include our file in `csf.ignore` (exempt from lfd blocking).
+    /// Also keep `cf-allowlist.ignore` (plain CIDRs) included from `csf.ignore`, exempting
+    /// Cloudflare from lfd blocking.
     pub ignore: bool,
     /// The reload command, an argument vector.
     pub reload: Vec<String>,

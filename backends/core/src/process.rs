@@ -245,7 +245,9 @@ impl Runner {
         });
 
         let deadline = Instant::now() + self.timeout;
-        let mut pause = Duration::from_micros(200);
+        // Poll with a short, growing pause: firewall tools finish in milliseconds, and each
+        // millisecond slept here is paid once per tool call (ufw makes one call per rule).
+        let mut pause = Duration::from_micros(50);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
@@ -256,7 +258,7 @@ impl Runner {
                 }
                 Ok(None) => {
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
+                    pause = (pause * 2).min(Duration::from_millis(2));
                 }
                 Err(e) => return Err(err(CommandErrorKind::Io(e))),
             }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of cf-allowlist for real: unit and fixture tests, the HTTP fetcher against a
+# loopback server, and the backends and the binary against real nftables, iptables (nft and
+# legacy), ipset and ufw inside throwaway network namespaces. Never touches the host's ruleset.
+#
+# Needs root (network namespaces, CAP_NET_ADMIN). Installs the firewall tools when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: the firewall tests need root (network namespaces); run it as root" >&2
+    exit 1
+fi
+
+need=()
+for tool in nft iptables-nft iptables-legacy ipset ufw ip flock python3; do
+    command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "scripts/test.sh: installing what the tests need (missing: ${need[*]})" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nftables iptables ipset ufw iproute2 util-linux python3 >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# Leftovers of an interrupted earlier run (namespaces are normally deleted by each test's guard).
+for ns in $(ip netns list 2>/dev/null | awk '/^cfa-/ {print $1}'); do
+    ip netns delete "$ns" 2>/dev/null || true
+    rm -rf "/etc/netns/$ns"
+done
+
+cargo test --workspace --locked "$@"
