@@ -278,59 +278,40 @@ impl<'a> Resolver<'a> {
 
     fn fetch_remote(&self, source: &Source, id: &str) -> Result<Fetched, Failure> {
         match source {
-            Source::Cloudflare { api_url, text_urls } => match self.fetch_api(id, api_url) {
-                Ok(done) => Ok(done),
-                Err(api_failure) if text_urls.is_empty() => Err(api_failure),
-                Err(api_failure) => {
-                    tracing::warn!(source = %id, reason = %api_failure.reason(), "API failed; trying the text lists");
-                    match self.fetch_text(id, text_urls) {
-                        Ok((served, list, update, mut notes)) => {
-                            notes.push(format!(
-                                "{api_url} failed ({}); served by the text lists",
-                                api_failure.reason()
-                            ));
-                            Ok((served, list, update, notes))
+            Source::Cloudflare { api_url, text_urls } => {
+                match self.fetch_list(id, api_url, parse_api) {
+                    Ok(done) => Ok(done),
+                    Err(api_failure) if text_urls.is_empty() => Err(api_failure),
+                    Err(api_failure) => {
+                        tracing::warn!(source = %id, reason = %api_failure.reason(), "API failed; trying the text lists");
+                        match self.fetch_text(id, text_urls) {
+                            Ok((served, list, update, mut notes)) => {
+                                notes.push(format!(
+                                    "{api_url} failed ({}); served by the text lists",
+                                    api_failure.reason()
+                                ));
+                                Ok((served, list, update, notes))
+                            }
+                            Err(text_failure) => Err(api_failure.combine(text_failure)),
                         }
-                        Err(text_failure) => Err(api_failure.combine(text_failure)),
                     }
                 }
-            },
+            }
             Source::Url(url) => {
-                match self
-                    .fetcher
-                    .get(url, &self.validators(id, url))
-                    .map_err(Failure::from)?
-                {
-                    Response::NotModified => Ok((
-                        Served::NotModified { url: url.clone() },
-                        self.cached_list(id, url)?,
-                        None,
-                        vec![],
-                    )),
-                    Response::Body {
-                        body,
-                        etag,
-                        last_modified,
-                        url: final_url,
-                    } => {
-                        let list = parse_plain(&body, true)
-                            .and_then(|l| self.validate_remote(l))
-                            .map_err(|e| Failure::Invalid(format!("{final_url}: {e}")))?;
-                        let update = self.cache_entry(url, etag, last_modified, None, &list);
-                        Ok((
-                            Served::Network { url: final_url },
-                            list,
-                            Some(update),
-                            vec![],
-                        ))
-                    }
-                }
+                self.fetch_list(id, url, |body| Ok((parse_plain(body, true)?, None)))
             }
             Source::File(_) | Source::Cidrs(_) => unreachable!("local sources are not fetched"),
         }
     }
 
-    fn fetch_api(&self, id: &str, url: &str) -> Result<Fetched, Failure> {
+    /// One conditional GET of a list: 304 serves the cached list, 200 is parsed with `parse`
+    /// (which returns the list and its own etag, if any) and validated.
+    fn fetch_list(
+        &self,
+        id: &str,
+        url: &str,
+        parse: impl Fn(&str) -> Result<(AllowList, Option<String>), String>,
+    ) -> Result<Fetched, Failure> {
         match self
             .fetcher
             .get(url, &self.validators(id, url))
@@ -350,10 +331,8 @@ impl<'a> Resolver<'a> {
                 last_modified,
                 url: final_url,
             } => {
-                let (list, list_etag) =
-                    parse_api(&body).map_err(|e| Failure::Invalid(format!("{final_url}: {e}")))?;
-                let list = self
-                    .validate_remote(list)
+                let (list, list_etag) = parse(&body)
+                    .and_then(|(list, list_etag)| Ok((self.validate_remote(list)?, list_etag)))
                     .map_err(|e| Failure::Invalid(format!("{final_url}: {e}")))?;
                 let update = self.cache_entry(url, etag, last_modified, list_etag, &list);
                 Ok((

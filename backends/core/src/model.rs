@@ -249,6 +249,20 @@ pub enum Structure {
     Outdated(String),
 }
 
+impl Structure {
+    /// The verdict from an inspection: nothing of ours `present` is `Absent`; otherwise `Current`
+    /// when no `problems` were found, else `Outdated` with the problems joined.
+    pub fn judge(present: bool, problems: &[String]) -> Structure {
+        if !present {
+            Structure::Absent
+        } else if problems.is_empty() {
+            Structure::Current
+        } else {
+            Structure::Outdated(problems.join("; "))
+        }
+    }
+}
+
 /// What a backend found in the live firewall: the entries it owns and the state of its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {

@@ -501,13 +501,7 @@ impl Backend for CsfBackend {
             (None, false) => {}
         }
 
-        let structure = if !present {
-            Structure::Absent
-        } else if reasons.is_empty() {
-            Structure::Current
-        } else {
-            Structure::Outdated(reasons.join("; "))
-        };
+        let structure = Structure::judge(present, &reasons);
         Ok(Live {
             entries,
             structure,

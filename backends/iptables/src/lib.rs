@@ -770,13 +770,7 @@ impl Backend for IptablesBackend {
             }
             entries.extend_nets(nets);
         }
-        let structure = if present == 0 {
-            Structure::Absent
-        } else if reasons.is_empty() {
-            Structure::Current
-        } else {
-            Structure::Outdated(reasons.join("; "))
-        };
+        let structure = Structure::judge(present != 0, &reasons);
         Ok(Live {
             entries,
             structure,

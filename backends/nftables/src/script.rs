@@ -192,13 +192,7 @@ pub(crate) fn inspect(layout: &Layout, table: &NftTable) -> Live {
                     .iter()
                     .all(|r| r.comment.as_deref() != Some(RULE_COMMENT))
             }));
-    let structure = if nothing_of_ours && !layout.owned {
-        Structure::Absent
-    } else if problems.is_empty() {
-        Structure::Current
-    } else {
-        Structure::Outdated(problems.join("; "))
-    };
+    let structure = Structure::judge(layout.owned || !nothing_of_ours, &problems);
     Live {
         entries,
         structure,
