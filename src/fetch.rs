@@ -357,7 +357,7 @@ impl Fetcher {
                 ));
             }
             let delay = self.backoff(attempt);
-            tracing::warn!(
+            tracing::info!(
                 url,
                 attempt,
                 attempts,

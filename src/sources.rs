@@ -283,7 +283,7 @@ impl<'a> Resolver<'a> {
                     Ok(done) => Ok(done),
                     Err(api_failure) if text_urls.is_empty() => Err(api_failure),
                     Err(api_failure) => {
-                        tracing::warn!(source = %id, reason = %api_failure.reason(), "API failed; trying the text lists");
+                        tracing::info!(source = %id, reason = %api_failure.reason(), "API failed; trying the text lists");
                         match self.fetch_text(id, text_urls) {
                             Ok((served, list, update, mut notes)) => {
                                 notes.push(format!(
