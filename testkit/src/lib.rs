@@ -7,6 +7,7 @@
 #![allow(missing_docs)]
 
 pub mod http;
+pub mod tcp;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use testkit::http::Reply;
+use testkit::tcp::{connect, wait_until_ok, Listener};
 
 use crate::util::*;
 

@@ -1,15 +1,13 @@
 //! End to end through the `Backend` trait against the real tools, each test in a fresh network
 //! namespace, for the four combinations (nft, legacy) x (ipset, no ipset) and both families.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use cfa_core::{AllowList, Backend, Family, Plan, Protocol, RuleSpec, Runner, Structure};
 use cfa_iptables::{
     input_has_rules, IpsetMode, IptablesBackend, IptablesOptions, Tools, Variant, SET_V4, SET_V6,
     TMP_SET_V4,
 };
 use ipnet::IpNet;
+use testkit::tcp::{connect, wait_until_ok, Listener};
 use testkit::NetNs;
 
 const COMBOS: [(Variant, IpsetMode); 4] = [
@@ -212,58 +210,6 @@ fn lifecycle_legacy_per_range() {
     lifecycle(Variant::Legacy, IpsetMode::Never);
 }
 
-/// A TCP listener on port 443 (both families) inside `ns`; killed on drop.
-struct Listener(Child);
-
-impl Listener {
-    fn start(ns: &NetNs) -> Listener {
-        let code = "import socket\n\
-            s = socket.create_server(('::', 443), family=socket.AF_INET6, dualstack_ipv6=True)\n\
-            while True:\n    c, _ = s.accept()\n    c.close()\n";
-        let child = ns
-            .command("python3")
-            .args(["-c", code])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Listener(child)
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Connects from `src` to `dst`:443 inside `ns`: "ok", "timeout" or "error ...".
-fn connect(ns: &NetNs, src: &str, dst: &str) -> String {
-    let code = "import socket, sys\n\
-        src, dst = sys.argv[1], sys.argv[2]\n\
-        fam = socket.AF_INET6 if ':' in dst else socket.AF_INET\n\
-        s = socket.socket(fam, socket.SOCK_STREAM)\n\
-        s.settimeout(1.5)\n\
-        s.bind((src, 0))\n\
-        try:\n    s.connect((dst, 443)); print('ok')\n\
-        except socket.timeout:\n    print('timeout')\n\
-        except OSError as e:\n    print('error', e)\n";
-    let (_, out, err) = ns.exec("python3", &["-c", code, src, dst]);
-    format!("{}{}", out.trim(), err.trim())
-}
-
-fn wait_until_ok(ns: &NetNs, src: &str, dst: &str) {
-    let start = Instant::now();
-    while connect(ns, src, dst) != "ok" {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "listener at {dst} never answered {src}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
     let server = NetNs::new("iptsrv");
     let client = NetNs::new("iptcli");
@@ -282,11 +228,11 @@ fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
             "2001:db8:2::2/64",
         ],
     );
-    let _listener = Listener::start(&server);
+    let _listener = Listener::start(&server, &[443]);
     // Before the allowlist, everyone connects: a drop later is ours.
-    wait_until_ok(&client, "198.51.100.2", "198.51.100.1");
-    wait_until_ok(&client, "203.0.113.2", "203.0.113.1");
-    wait_until_ok(&client, "2001:db8:2::2", "2001:db8:2::1");
+    wait_until_ok(&client, "198.51.100.2", "198.51.100.1", 443);
+    wait_until_ok(&client, "203.0.113.2", "203.0.113.1", 443);
+    wait_until_ok(&client, "2001:db8:2::2", "2001:db8:2::1", 443);
 
     let spec = RuleSpec {
         restrict: true,
@@ -298,16 +244,22 @@ fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
     desired.insert("2001:db8:1::/64".parse().unwrap());
     sync(&b, &desired).unwrap();
 
-    assert_eq!(connect(&client, "198.51.100.2", "198.51.100.1"), "ok");
-    assert_eq!(connect(&client, "2001:db8:1::2", "2001:db8:1::1"), "ok");
-    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1"), "timeout");
+    assert_eq!(connect(&client, "198.51.100.2", "198.51.100.1", 443), "ok");
     assert_eq!(
-        connect(&client, "2001:db8:2::2", "2001:db8:2::1"),
+        connect(&client, "2001:db8:1::2", "2001:db8:1::1", 443),
+        "ok"
+    );
+    assert_eq!(
+        connect(&client, "203.0.113.2", "203.0.113.1", 443),
+        "timeout"
+    );
+    assert_eq!(
+        connect(&client, "2001:db8:2::2", "2001:db8:2::1", 443),
         "timeout"
     );
 
     b.purge().unwrap();
-    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1"), "ok");
+    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1", 443), "ok");
 }
 
 #[test]

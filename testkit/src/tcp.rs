@@ -1,0 +1,60 @@
+//! Real TCP connections across namespaces, to prove a rule drops or accepts packets.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::NetNs;
+
+/// A TCP listener on `ports` (both families) inside a namespace, killed on drop.
+pub struct Listener(Child);
+
+impl Listener {
+    pub fn start(ns: &NetNs, ports: &[u16]) -> Listener {
+        let code = "import socket, sys, threading\n\
+            def serve(port):\n    s = socket.create_server(('::', port), family=socket.AF_INET6, dualstack_ipv6=True)\n    \
+            while True:\n        c, _ = s.accept()\n        c.close()\n\
+            for p in sys.argv[1:]:\n    threading.Thread(target=serve, args=(int(p),)).start()\n";
+        let mut cmd = ns.command("python3");
+        cmd.args(["-c", code])
+            .args(ports.iter().map(u16::to_string));
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 listener");
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real TCP connection from `src` to `dst`:`port` inside `ns`: "ok", "timeout" or "error ...".
+pub fn connect(ns: &NetNs, src: &str, dst: &str, port: u16) -> String {
+    let code = "import socket, sys\n\
+        src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
+        s = socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET, socket.SOCK_STREAM)\n\
+        s.settimeout(1.0)\n\
+        s.bind((src, 0))\n\
+        try:\n    s.connect((dst, port)); print('ok')\n\
+        except socket.timeout:\n    print('timeout')\n\
+        except OSError as e:\n    print('error', e)\n";
+    let (_, out, err) = ns.exec("python3", &["-c", code, src, dst, &port.to_string()]);
+    format!("{}{}", out.trim(), err.trim())
+}
+
+/// Waits until `src` can connect to `dst`:`port` (the listener is up), at most 5 s.
+pub fn wait_until_ok(ns: &NetNs, src: &str, dst: &str, port: u16) {
+    let start = Instant::now();
+    while connect(ns, src, dst, port) != "ok" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{dst}:{port} never answered {src}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
