@@ -207,6 +207,19 @@ struct CloudflareOptions {
     text_urls: Option<Vec<String>>,
 }
 
+/// Splits `10s` into `(10, "s")`: leading decimal digits, then the unit (spaces between allowed).
+fn number_and_unit<'a>(text: &'a str, expected: &str) -> Result<(u64, &'a str), String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not {expected}"))?;
+    Ok((n, unit.trim()))
+}
+
 /// A duration written `10s`, `5m`, `1h`, `250ms` (or a number of seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -214,20 +227,20 @@ pub struct HumanDuration(pub Duration);
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration like 10s, 5m, 1h, 250ms"))?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        let (n, unit) = number_and_unit(s, "a duration like 10s, 5m, 1h, 250ms")?;
+        let (ms_per_unit, unit_ok) = match unit {
+            "ms" => (1, true),
+            "" | "s" => (1000, true),
+            "m" => (60_000, true),
+            "h" => (3_600_000, true),
+            _ => (0, false),
         };
-        Ok(HumanDuration(d))
+        if !unit_ok {
+            return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"));
+        }
+        n.checked_mul(ms_per_unit)
+            .map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("{s:?} is too long"))
     }
 }
 
@@ -253,13 +266,8 @@ pub struct ByteSize(pub u64);
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size like 1MiB, 512KiB or 65536"))?;
-        let mult = match unit.trim() {
+        let (n, unit) = number_and_unit(s, "a size like 1MiB, 512KiB or 65536")?;
+        let mult = match unit {
             "" | "B" => 1,
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
@@ -883,5 +891,13 @@ csf: { dir: /etc/csf, ignore: false, reload: ["csf", "-r"] }
         assert_eq!("1MiB".parse::<ByteSize>().unwrap().0, 1 << 20);
         assert!("1 TB".parse::<ByteSize>().is_err());
         assert!("-5s".parse::<HumanDuration>().is_err());
+        assert!("99999999999999999h"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("too long"));
+        assert_eq!(
+            "5 m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(300)
+        );
     }
 }
