@@ -220,3 +220,110 @@ fn auto_falls_back_to_iptables_then_nftables() {
         .json();
     assert_eq!(j["backend"], "nftables");
 }
+
+/// A csf directory with operator files and a reload stand-in that records its calls and fails
+/// while `<dir>/fail` exists (printing an error the way csf does).
+fn csf_dir(env: &Env) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = env.path("csf");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("csf.conf"), "TESTING = \"0\"\nIPV6 = \"1\"\n").unwrap();
+    std::fs::write(
+        dir.join("csf.allow"),
+        "# operator\r\ntcp|in|d=22|s=192.0.2.10",
+    )
+    .unwrap();
+    std::fs::write(dir.join("csf.ignore"), "127.0.0.1\n").unwrap();
+    let log = env.path("reloads.log");
+    let reload = env.path("reload");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> {log}\nif [ -e {dir}/fail ]; then echo 'Error: line 3 in cf-allowlist.allow: invalid port'; exit 1; fi\n",
+        log = log.display(),
+        dir = dir.display()
+    );
+    std::fs::write(&reload, script).unwrap();
+    std::fs::set_permissions(&reload, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, log)
+}
+
+#[test]
+fn csf_changed_list_failed_reload_and_all_ports() {
+    let env = Env::new("csfchg");
+    let (dir, log) = csf_dir(&env);
+    let reload = env.path("reload");
+    let config = |extra: &str| {
+        env.config(&format!(
+            "backend: csf\ncsf: {{ dir: {}, reload: [\"{}\"] }}\n{extra}",
+            dir.display(),
+            reload.display()
+        ))
+    };
+    config("");
+    let operator_allow = std::fs::read(dir.join("csf.allow")).unwrap();
+    env.run(&["sync"]).expect(0);
+    let reloads = || std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(reloads(), 1);
+
+    // A changed list rewrites our file and reloads once.
+    env.serve_api(testkit::http::Reply::ok(api_2020()));
+    let j = env.run(&["sync", "--output", "json"]).expect(0).json();
+    assert_eq!(j["added"]["ipv4"], serde_json::json!(["104.16.0.0/12"]));
+    let ours = std::fs::read_to_string(dir.join("cf-allowlist.allow")).unwrap();
+    assert!(
+        ours.contains("s=104.16.0.0/12") && !ours.contains("s=104.24.0.0/14"),
+        "{ours}"
+    );
+    assert_eq!(reloads(), 2);
+
+    // The reload fails: the previous files come back, csf is reloaded again, exit 1 with csf's words.
+    let before: Vec<Vec<u8>> = [
+        "cf-allowlist.allow",
+        "csf.allow",
+        "csf.ignore",
+        "cf-allowlist.ignore",
+    ]
+    .iter()
+    .map(|f| std::fs::read(dir.join(f)).unwrap())
+    .collect();
+    std::fs::write(dir.join("fail"), "").unwrap();
+    env.serve_api(testkit::http::Reply::ok(API));
+    let j = env.run(&["sync", "--output", "json"]).expect(1).json();
+    assert_eq!(j["error"]["kind"], "backend");
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid port"),
+        "{j}"
+    );
+    let after: Vec<Vec<u8>> = [
+        "cf-allowlist.allow",
+        "csf.allow",
+        "csf.ignore",
+        "cf-allowlist.ignore",
+    ]
+    .iter()
+    .map(|f| std::fs::read(dir.join(f)).unwrap())
+    .collect();
+    assert_eq!(after, before, "a failed reload restores every file");
+    assert_eq!(
+        reloads(),
+        4,
+        "the failed reload and the reload of the restored files"
+    );
+    std::fs::remove_file(dir.join("fail")).unwrap();
+
+    // ports: [] allows everything from Cloudflare: plain CIDR lines.
+    config("ports: []\n");
+    env.run(&["sync"]).expect(0);
+    let ours = std::fs::read_to_string(dir.join("cf-allowlist.allow")).unwrap();
+    assert!(
+        ours.lines().any(|l| l == "173.245.48.0/20") && !ours.contains("d=443"),
+        "{ours}"
+    );
+    env.run(&["purge"]).expect(0);
+    assert_eq!(
+        std::fs::read(dir.join("csf.allow")).unwrap(),
+        operator_allow,
+        "CRLF, no final newline: byte for byte"
+    );
+}
