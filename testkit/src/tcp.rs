@@ -58,3 +58,48 @@ pub fn wait_until_ok(ns: &NetNs, src: &str, dst: &str, port: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A client and a server namespace on one link, with a listener on the server: the lab for
+/// "does the firewall really drop strangers" tests. The client has one source address inside
+/// [`Lab::ALLOWED_NETS`] and one outside, per family.
+pub struct Lab {
+    _listener: Listener,
+}
+
+impl Lab {
+    /// The networks a test puts on the allowlist.
+    pub const ALLOWED_NETS: [&'static str; 2] = ["198.51.100.0/24", "2001:db8:1::/64"];
+    /// (client source, server address) pairs inside the allowlist: IPv4, IPv6.
+    pub const ALLOWED: [(&'static str, &'static str); 2] = [
+        ("198.51.100.2", "198.51.100.1"),
+        ("2001:db8:1::2", "2001:db8:1::1"),
+    ];
+    /// (client source, server address) pairs outside it: IPv4, IPv6.
+    pub const STRANGERS: [(&'static str, &'static str); 2] = [
+        ("203.0.113.2", "203.0.113.1"),
+        ("2001:db8:2::2", "2001:db8:2::1"),
+    ];
+
+    /// Links `server` and `client`, listens on `ports` in `server`, and waits until every
+    /// client address connects to `ports[0]` (so a drop seen later is the firewall's).
+    pub fn new(server: &NetNs, client: &NetNs, ports: &[u16]) -> Lab {
+        let (here, there): (Vec<String>, Vec<String>) = Self::ALLOWED
+            .iter()
+            .chain(&Self::STRANGERS)
+            .map(|(src, dst)| {
+                let len = if dst.contains(':') { 64 } else { 24 };
+                (format!("{dst}/{len}"), format!("{src}/{len}"))
+            })
+            .unzip();
+        let here: Vec<&str> = here.iter().map(String::as_str).collect();
+        let there: Vec<&str> = there.iter().map(String::as_str).collect();
+        server.link(client, &here, &there);
+        let listener = Listener::start(server, ports);
+        for (src, dst) in Self::ALLOWED.iter().chain(&Self::STRANGERS) {
+            wait_until_ok(client, src, dst, ports[0]);
+        }
+        Lab {
+            _listener: listener,
+        }
+    }
+}

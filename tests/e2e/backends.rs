@@ -275,15 +275,18 @@ fn csf_changed_list_failed_reload_and_all_ports() {
     assert_eq!(reloads(), 2);
 
     // The reload fails: the previous files come back, csf is reloaded again, exit 1 with csf's words.
-    let before: Vec<Vec<u8>> = [
-        "cf-allowlist.allow",
-        "csf.allow",
-        "csf.ignore",
-        "cf-allowlist.ignore",
-    ]
-    .iter()
-    .map(|f| std::fs::read(dir.join(f)).unwrap())
-    .collect();
+    let files = || -> Vec<Vec<u8>> {
+        [
+            "cf-allowlist.allow",
+            "csf.allow",
+            "csf.ignore",
+            "cf-allowlist.ignore",
+        ]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+    };
+    let before = files();
     std::fs::write(dir.join("fail"), "").unwrap();
     env.serve_api(testkit::http::Reply::ok(API));
     let j = env.run(&["sync", "--output", "json"]).expect(1).json();
@@ -295,15 +298,7 @@ fn csf_changed_list_failed_reload_and_all_ports() {
             .contains("invalid port"),
         "{j}"
     );
-    let after: Vec<Vec<u8>> = [
-        "cf-allowlist.allow",
-        "csf.allow",
-        "csf.ignore",
-        "cf-allowlist.ignore",
-    ]
-    .iter()
-    .map(|f| std::fs::read(dir.join(f)).unwrap())
-    .collect();
+    let after = files();
     assert_eq!(after, before, "a failed reload restores every file");
     assert_eq!(
         reloads(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use testkit::http::Reply;
-use testkit::tcp::{connect, wait_until_ok, Listener};
+use testkit::tcp::{connect, Lab};
 
 use crate::util::*;
 
@@ -445,61 +445,34 @@ fn a_second_run_waits_for_the_lock_then_gives_up() {
 fn restrict_mode_drops_real_connections_from_strangers_only() {
     let env = Env::new("rstpkt");
     let client = testkit::NetNs::new("rstcli");
-    env.ns.link(
-        &client,
-        &[
-            "198.51.100.1/24",
-            "203.0.113.1/24",
-            "2001:db8:1::1/64",
-            "2001:db8:2::1/64",
-        ],
-        &[
-            "198.51.100.2/24",
-            "203.0.113.2/24",
-            "2001:db8:1::2/64",
-            "2001:db8:2::2/64",
-        ],
-    );
-    let _listener = Listener::start(&env.ns, &[443, 8443]);
-    for (src, dst) in [
-        ("198.51.100.2", "198.51.100.1"),
-        ("203.0.113.2", "203.0.113.1"),
-        ("2001:db8:2::2", "2001:db8:2::1"),
-    ] {
-        wait_until_ok(&client, src, dst, 443);
-    }
+    let _lab = Lab::new(&env.ns, &client, &[443, 8443]);
     // Operator-listed ranges (documentation ranges are fine in `cidrs:`, refused only from remote lists).
-    env.config("sources:\n  - cidrs: [\"198.51.100.0/24\", \"2001:db8:1::/64\"]\nrestrict: true\nports: [443]\n");
+    let [v4, v6] = Lab::ALLOWED_NETS;
+    env.config(&format!(
+        "sources:\n  - cidrs: [\"{v4}\", \"{v6}\"]\nrestrict: true\nports: [443]\n"
+    ));
     env.run(&["sync"]).expect(0);
-    assert_eq!(
-        connect(&client, "198.51.100.2", "198.51.100.1", 443),
-        "ok",
-        "allowlisted IPv4"
-    );
-    assert_eq!(
-        connect(&client, "2001:db8:1::2", "2001:db8:1::1", 443),
-        "ok",
-        "allowlisted IPv6"
-    );
-    assert_eq!(
-        connect(&client, "203.0.113.2", "203.0.113.1", 443),
-        "timeout",
-        "stranger IPv4 dropped"
-    );
-    assert_eq!(
-        connect(&client, "2001:db8:2::2", "2001:db8:2::1", 443),
-        "timeout",
-        "stranger IPv6 dropped"
-    );
-    assert_eq!(
-        connect(&client, "203.0.113.2", "203.0.113.1", 8443),
-        "ok",
-        "ports not governed stay open"
-    );
+    for (src, dst) in Lab::ALLOWED {
+        assert_eq!(connect(&client, src, dst, 443), "ok", "allowlisted {src}");
+    }
+    for (src, dst) in Lab::STRANGERS {
+        assert_eq!(
+            connect(&client, src, dst, 443),
+            "timeout",
+            "stranger {src} dropped"
+        );
+        assert_eq!(
+            connect(&client, src, dst, 8443),
+            "ok",
+            "ports not governed stay open"
+        );
+    }
     env.run(&["purge"]).expect(0);
-    assert_eq!(
-        connect(&client, "203.0.113.2", "203.0.113.1", 443),
-        "ok",
-        "purge lifts the restriction"
-    );
+    for (src, dst) in Lab::STRANGERS {
+        assert_eq!(
+            connect(&client, src, dst, 443),
+            "ok",
+            "purge lifts the restriction"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use cfa_iptables::{
     TMP_SET_V4,
 };
 use ipnet::IpNet;
-use testkit::tcp::{connect, wait_until_ok, Listener};
+use testkit::tcp::{connect, Lab};
 use testkit::NetNs;
 
 const COMBOS: [(Variant, IpsetMode); 4] = [
@@ -213,26 +213,8 @@ fn lifecycle_legacy_per_range() {
 fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
     let server = NetNs::new("iptsrv");
     let client = NetNs::new("iptcli");
-    server.link(
-        &client,
-        &[
-            "198.51.100.1/24",
-            "203.0.113.1/24",
-            "2001:db8:1::1/64",
-            "2001:db8:2::1/64",
-        ],
-        &[
-            "198.51.100.2/24",
-            "203.0.113.2/24",
-            "2001:db8:1::2/64",
-            "2001:db8:2::2/64",
-        ],
-    );
-    let _listener = Listener::start(&server, &[443]);
     // Before the allowlist, everyone connects: a drop later is ours.
-    wait_until_ok(&client, "198.51.100.2", "198.51.100.1", 443);
-    wait_until_ok(&client, "203.0.113.2", "203.0.113.1", 443);
-    wait_until_ok(&client, "2001:db8:2::2", "2001:db8:2::1", 443);
+    let _lab = Lab::new(&server, &client, &[443]);
 
     let spec = RuleSpec {
         restrict: true,
@@ -240,26 +222,22 @@ fn restrict_drops_strangers(variant: Variant, ipset: IpsetMode) {
     };
     let b = backend(&server, variant, ipset, spec);
     let mut desired = cloudflare();
-    desired.insert("198.51.100.0/24".parse().unwrap());
-    desired.insert("2001:db8:1::/64".parse().unwrap());
+    for net in Lab::ALLOWED_NETS {
+        desired.insert(net.parse().unwrap());
+    }
     sync(&b, &desired).unwrap();
 
-    assert_eq!(connect(&client, "198.51.100.2", "198.51.100.1", 443), "ok");
-    assert_eq!(
-        connect(&client, "2001:db8:1::2", "2001:db8:1::1", 443),
-        "ok"
-    );
-    assert_eq!(
-        connect(&client, "203.0.113.2", "203.0.113.1", 443),
-        "timeout"
-    );
-    assert_eq!(
-        connect(&client, "2001:db8:2::2", "2001:db8:2::1", 443),
-        "timeout"
-    );
+    for (src, dst) in Lab::ALLOWED {
+        assert_eq!(connect(&client, src, dst, 443), "ok", "allowlisted {src}");
+    }
+    for (src, dst) in Lab::STRANGERS {
+        assert_eq!(connect(&client, src, dst, 443), "timeout", "stranger {src}");
+    }
 
     b.purge().unwrap();
-    assert_eq!(connect(&client, "203.0.113.2", "203.0.113.1", 443), "ok");
+    for (src, dst) in Lab::STRANGERS {
+        assert_eq!(connect(&client, src, dst, 443), "ok", "after purge {src}");
+    }
 }
 
 #[test]
