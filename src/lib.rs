@@ -10,6 +10,5 @@ pub mod cli;
 pub mod config;
 pub mod fetch;
 pub mod lock;
-pub mod snapshot;
 pub mod sources;
 pub mod state;

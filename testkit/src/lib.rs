@@ -62,6 +62,28 @@ impl NetNs {
         dir
     }
 
+    /// Copies the host's `/etc/<entry>` (file or directory) into the overlay for each entry, so
+    /// commands in the namespace get a private copy to change (ufw: `["ufw", "default"]`).
+    pub fn overlay_etc(&self, entries: &[&str]) {
+        let etc = self.etc();
+        for entry in entries {
+            let from = PathBuf::from("/etc").join(entry);
+            let out = Command::new("cp")
+                .arg("-a")
+                .arg(&from)
+                .arg(etc.join(entry))
+                .output()
+                .unwrap_or_else(|e| panic!("spawn cp: {e}"));
+            assert!(
+                out.status.success(),
+                "copying {} into {}: {}",
+                from.display(),
+                etc.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Runs a command in the namespace; returns (success, stdout, stderr).
     pub fn exec(&self, program: &str, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("ip")

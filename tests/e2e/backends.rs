@@ -2,7 +2,6 @@
 //! (Each backend's own suite covers its details; these prove the engine wiring end to end.)
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use crate::util::*;
 
@@ -79,23 +78,10 @@ fn iptables_all_variants_sync_noop_purge() {
     }
 }
 
-fn ufw_overlay(env: &Env) {
-    let etc = env.ns.etc();
-    for (from, to) in [("/etc/ufw", "ufw"), ("/etc/default", "default")] {
-        let ok = Command::new("cp")
-            .args(["-a", from])
-            .arg(etc.join(to))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "copy {from}");
-    }
-}
-
 #[test]
 fn ufw_sync_noop_purge_and_auto_detection() {
     let env = Env::new("ufw");
-    ufw_overlay(&env);
+    env.ns.overlay_etc(&["ufw", "default"]);
     env.ns.exec_ok("ufw", &["--force", "enable"]);
     env.ns.exec_ok("ufw", &["allow", "22/tcp"]);
     env.config("backend: auto\n");
@@ -129,7 +115,7 @@ fn ufw_sync_noop_purge_and_auto_detection() {
 #[test]
 fn ufw_without_ipv6_manages_ipv4_only() {
     let env = Env::new("ufwnov6");
-    ufw_overlay(&env);
+    env.ns.overlay_etc(&["ufw", "default"]);
     let defaults = env.ns.etc().join("default/ufw");
     let text = std::fs::read_to_string(&defaults)
         .unwrap()

@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod files;
 pub mod model;
 pub mod process;
+pub mod snapshot;
 
 pub use backend::{Backend, BackendError};
 pub use cidr::{parse_cidr, CidrError};

@@ -116,12 +116,7 @@ impl Env {
 }
 
 fn cloudflare() -> AllowList {
-    include_str!("fixtures/cloudflare-ips-v4")
-        .lines()
-        .chain(include_str!("fixtures/cloudflare-ips-v6").lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| parse_cidr(l.trim()).unwrap())
-        .collect()
+    cfa_core::snapshot::cloudflare()
 }
 
 fn list(items: &[&str]) -> AllowList {

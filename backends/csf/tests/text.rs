@@ -12,12 +12,7 @@ const CONF_TESTING: &str = include_str!("fixtures/csf.conf");
 const CONF_PRODUCTION: &str = include_str!("fixtures/csf.conf.production");
 
 fn cloudflare() -> AllowList {
-    include_str!("fixtures/cloudflare-ips-v4")
-        .lines()
-        .chain(include_str!("fixtures/cloudflare-ips-v6").lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| parse_cidr(l.trim()).unwrap())
-        .collect()
+    cfa_core::snapshot::cloudflare()
 }
 
 fn spec(ports: &[u16], protocol: Protocol) -> RuleSpec {

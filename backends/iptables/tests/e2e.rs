@@ -35,18 +35,7 @@ fn backend(ns: &NetNs, variant: Variant, ipset: IpsetMode, spec: RuleSpec) -> Ip
 
 /// Cloudflare's 22 published ranges (captured from the published lists).
 fn cloudflare() -> AllowList {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    ["cloudflare-ips-v4.txt", "cloudflare-ips-v6.txt"]
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(format!("{dir}/{f}"))
-                .unwrap()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| cfa_core::parse_cidr(l.trim()).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    cfa_core::snapshot::cloudflare()
 }
 
 fn list(items: &[&str]) -> AllowList {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use cfa_core::{AllowList, Family, Live, Plan, Protocol, Structure, RULE_COMMENT};
 
 use crate::parse::NftTable;
-use crate::{managed, Layout, CHAIN_PRIORITY};
+use crate::{Layout, CHAIN_PRIORITY};
 
 /// One rule we own: its `nft` text (without the comment) and the signature `nft -j` will report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +206,8 @@ fn elements(list: &AllowList, family: Family) -> String {
 
 /// The transaction that takes the live table to `plan.after`.
 pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> String {
-    let after = managed(layout, &plan.after);
+    // Only the layout's families are written: `elements` is asked for those alone.
+    let after = &plan.after;
     let t = layout.table_ref();
     let mut s = String::new();
     if plan.rebuild.is_none() {
@@ -214,20 +215,22 @@ pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> Str
         // overlaps one still present (104.16.0.0/12 -> 104.16.0.0/13 + 104.24.0.0/14).
         for family in &layout.families {
             let set = layout.set_name(*family);
-            let remove = managed(layout, &plan.remove);
-            if remove.len_of(*family) > 0 {
+            if plan.remove.len_of(*family) > 0 {
                 let _ = writeln!(
                     s,
                     "delete element {t} {set} {{ {} }}",
-                    elements(&remove, *family)
+                    elements(&plan.remove, *family)
                 );
             }
         }
         for family in &layout.families {
             let set = layout.set_name(*family);
-            let add = managed(layout, &plan.add);
-            if add.len_of(*family) > 0 {
-                let _ = writeln!(s, "add element {t} {set} {{ {} }}", elements(&add, *family));
+            if plan.add.len_of(*family) > 0 {
+                let _ = writeln!(
+                    s,
+                    "add element {t} {set} {{ {} }}",
+                    elements(&plan.add, *family)
+                );
             }
         }
         return s;
@@ -242,7 +245,7 @@ pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> Str
             let _ = writeln!(s, "\t\ttype {}", set_type(*family));
             let _ = writeln!(s, "\t\tflags interval");
             if after.len_of(*family) > 0 {
-                let _ = writeln!(s, "\t\telements = {{ {} }}", elements(&after, *family));
+                let _ = writeln!(s, "\t\telements = {{ {} }}", elements(after, *family));
             }
             let _ = writeln!(s, "\t}}");
         }
@@ -280,11 +283,7 @@ pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> Str
             );
             let _ = writeln!(s, "flush set {t} {set}");
             if after.len_of(family) > 0 {
-                let _ = writeln!(
-                    s,
-                    "add element {t} {set} {{ {} }}",
-                    elements(&after, family)
-                );
+                let _ = writeln!(s, "add element {t} {set} {{ {} }}", elements(after, family));
             }
         } else if live.sets.contains_key(set) {
             let _ = writeln!(s, "delete set {t} {set}");
@@ -351,12 +350,7 @@ mod tests {
     }
 
     fn cloudflare() -> AllowList {
-        let v4 = include_str!("../../../tests/fixtures/cloudflare/ips-v4");
-        let v6 = include_str!("../../../tests/fixtures/cloudflare/ips-v6");
-        v4.lines()
-            .chain(v6.lines())
-            .map(|l| l.parse().unwrap())
-            .collect()
+        cfa_core::snapshot::cloudflare()
     }
 
     #[test]

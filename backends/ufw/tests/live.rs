@@ -16,17 +16,8 @@ use cfa_ufw::tuple::parse_rules;
 use cfa_ufw::{is_active, UfwBackend, UfwOptions};
 use testkit::NetNs;
 
-const CF_V4: &str = include_str!("fixtures/ips-v4");
-const CF_V6: &str = include_str!("fixtures/ips-v6");
-
 fn cloudflare() -> AllowList {
-    CF_V4
-        .lines()
-        .chain(CF_V6.lines())
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty())
-        .map(|l| l.parse().unwrap())
-        .collect()
+    cfa_core::snapshot::cloudflare()
 }
 
 fn list(items: &[&str]) -> AllowList {
@@ -42,15 +33,8 @@ impl Ufw {
     fn new(tag: &str, enable: bool, ipv6: bool) -> Ufw {
         testkit::require_root();
         let ns = NetNs::new(tag);
+        ns.overlay_etc(&["ufw", "default"]);
         let etc = ns.etc();
-        for (from, to) in [("/etc/ufw", "ufw"), ("/etc/default", "default")] {
-            let st = Command::new("cp")
-                .args(["-a", from])
-                .arg(etc.join(to))
-                .status()
-                .unwrap();
-            assert!(st.success(), "copying {from}");
-        }
         if !ipv6 {
             let path = etc.join("default/ufw");
             let text = fs::read_to_string(&path).unwrap();

@@ -3,30 +3,18 @@
 //! network namespace with an active ufw. Run as root:
 //!
 //! ```text
-//! cargo run --release -p cfa-ufw --example bench [ROUNDS]
+//! cargo run --release -p cfa-ufw --example ufw_bench [ROUNDS]
 //! ```
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cfa_core::{AllowList, Backend, Plan, RuleSpec, Runner};
 use cfa_ufw::{UfwBackend, UfwOptions};
 use testkit::NetNs;
 
-const CF_V4: &str = include_str!("../tests/fixtures/ips-v4");
-const CF_V6: &str = include_str!("../tests/fixtures/ips-v6");
-
 fn namespace(tag: &str) -> NetNs {
     let ns = NetNs::new(tag);
-    let etc = ns.etc();
-    for (from, to) in [("/etc/ufw", "ufw"), ("/etc/default", "default")] {
-        let st = Command::new("cp")
-            .args(["-a", from])
-            .arg(etc.join(to))
-            .status()
-            .expect("cp");
-        assert!(st.success(), "copying {from}");
-    }
+    ns.overlay_etc(&["ufw", "default"]);
     ns.exec_ok("ufw", &["--force", "enable"]);
     ns
 }
@@ -104,12 +92,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("ROUNDS is a number"))
         .unwrap_or(3);
-    let desired: AllowList = CF_V4
-        .lines()
-        .chain(CF_V6.lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().parse().expect("fixture CIDR"))
-        .collect();
+    let desired = cfa_core::snapshot::cloudflare();
     assert_eq!(desired.len(), 22);
 
     let (mut first, mut noop, mut nfirst, mut nnoop) = (vec![], vec![], vec![], vec![]);

@@ -1,6 +1,6 @@
 //! Times the iptables backend inside fresh network namespaces (root required):
 //!
-//!     cargo run --release -p cfa-iptables --example bench
+//!     cargo run --release -p cfa-iptables --example iptables_bench
 //!
 //! For each variant (nft, legacy), mode (ipset, one rule per range) and list (Cloudflare's 22
 //! ranges; 10,000 generated IPv4 /24s, every other /24 from 11.0.0.0 so none aggregate):
@@ -16,16 +16,8 @@ use cfa_iptables::{IpsetMode, IptablesBackend, IptablesOptions, Variant};
 use ipnet::{IpNet, Ipv4Net};
 use testkit::NetNs;
 
-const CLOUDFLARE: &str = include_str!("../tests/fixtures/cloudflare-ips-v4.txt");
-const CLOUDFLARE_V6: &str = include_str!("../tests/fixtures/cloudflare-ips-v6.txt");
-
 fn cloudflare() -> AllowList {
-    CLOUDFLARE
-        .lines()
-        .chain(CLOUDFLARE_V6.lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| cfa_core::parse_cidr(l.trim()).expect("fixture"))
-        .collect()
+    cfa_core::snapshot::cloudflare()
 }
 
 fn generated(n: u32) -> AllowList {
