@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::config::{Config, Source};
 use crate::fetch::{FetchError, Fetcher, Response, Validators};
-use crate::snapshot;
 use crate::state::{human_age, CachedList, State};
+use cfa_core::snapshot;
 
 /// A source answered with a list that failed validation (exit 1, firewall untouched).
 #[derive(Debug, thiserror::Error)]
@@ -284,7 +284,7 @@ impl<'a> Resolver<'a> {
                     Err(api_failure) if text_urls.is_empty() => Err(api_failure),
                     Err(api_failure) => {
                         tracing::info!(source = %id, reason = %api_failure.reason(), "API failed; trying the text lists");
-                        match self.fetch_text(id, text_urls) {
+                        match self.fetch_text(text_urls) {
                             Ok((served, list, update, mut notes)) => {
                                 notes.push(format!(
                                     "{api_url} failed ({}); served by the text lists",
@@ -345,7 +345,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn fetch_text(&self, _id: &str, urls: &[String]) -> Result<Fetched, Failure> {
+    fn fetch_text(&self, urls: &[String]) -> Result<Fetched, Failure> {
         let mut all = AllowList::new();
         for url in urls {
             match self

@@ -16,7 +16,7 @@
 mod parse;
 mod script;
 
-use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner};
+use cfa_core::{Backend, BackendError, Family, Live, Plan, RuleSpec, Runner};
 
 pub use parse::{parse_table, NftTable};
 
@@ -137,11 +137,6 @@ impl NftablesBackend {
         })
     }
 
-    /// The transaction `apply` would send for `plan` (for logs, tests and `--dry-run` output).
-    pub fn script(&self, plan: &Plan, live: &NftTable) -> String {
-        script::apply_script(&self.layout, plan, live)
-    }
-
     /// Reads our table (own mode) or the operator's table; `None` when it does not exist.
     fn list_table(&self) -> Result<Option<NftTable>, BackendError> {
         let args = [
@@ -192,10 +187,11 @@ impl NftablesBackend {
             })
     }
 
-    fn live_table(&self) -> Result<NftTable, BackendError> {
+    /// The table to work on: ours may be absent (an empty table then); an operator's must exist.
+    fn live_table(&self) -> Result<Option<NftTable>, BackendError> {
         match self.list_table()? {
-            Some(t) => Ok(t),
-            None if self.layout.owned => Ok(NftTable::default()),
+            Some(t) => Ok(Some(t)),
+            None if self.layout.owned => Ok(None),
             None => Err(BackendError::Conflict(format!(
                 "nftables table {} does not exist; create it (with chain {}) or drop nftables.chain to use our own table",
                 self.layout.table_ref(),
@@ -215,16 +211,8 @@ impl Backend for NftablesBackend {
     }
 
     fn read(&self) -> Result<Live, BackendError> {
-        let table = match self.list_table()? {
-            Some(t) => t,
-            None if self.layout.owned => return Ok(Live::absent()),
-            None => {
-                return Err(BackendError::Conflict(format!(
-                    "nftables table {} does not exist; create it (with chain {}) or drop nftables.chain to use our own table",
-                    self.layout.table_ref(),
-                    self.layout.chain
-                )))
-            }
+        let Some(table) = self.live_table()? else {
+            return Ok(Live::absent());
         };
         let mut live = script::inspect(&self.layout, &table);
         for f in &self.dropped_families {
@@ -237,13 +225,13 @@ impl Backend for NftablesBackend {
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
-        let live = self.live_table()?;
-        self.run_script(&self.script(plan, &live), true)
+        let live = self.live_table()?.unwrap_or_default();
+        self.run_script(&script::apply_script(&self.layout, plan, &live), true)
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
-        let live = self.live_table()?;
-        self.run_script(&self.script(plan, &live), false)
+        let live = self.live_table()?.unwrap_or_default();
+        self.run_script(&script::apply_script(&self.layout, plan, &live), false)
     }
 
     fn purge(&self) -> Result<(), BackendError> {
@@ -255,11 +243,6 @@ impl Backend for NftablesBackend {
         }
         Ok(())
     }
-}
-
-/// Keeps only the families `layout` manages: what the plan may hold for this backend.
-pub(crate) fn managed(layout: &Layout, list: &AllowList) -> AllowList {
-    list.only(&layout.families)
 }
 
 #[cfg(test)]
