@@ -205,7 +205,6 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         check_removal(&config, plan, args.force)?;
     }
 
-    let mut applied = false;
     if let Some(plan) = &plan {
         tracing::info!(backend = backend.name(), %plan, dry_run = args.dry_run, "plan");
         if args.dry_run {
@@ -213,7 +212,6 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         } else {
             backend.apply(plan).map_err(backend_failure)?;
             verify(backend.as_ref(), plan)?;
-            applied = true;
         }
     }
     if !args.dry_run {
@@ -228,7 +226,7 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         rebuild: None,
         origin: None,
     });
-    let text = sync_text(backend.name(), &report_plan, changed, args.dry_run, applied);
+    let text = sync_text(backend.name(), &report_plan, changed, args.dry_run);
     let exit = if changed && args.detailed_exitcode {
         exit::CHANGED
     } else {
@@ -354,7 +352,7 @@ fn save_cache(config: &Config, desired: &Desired, warnings: &mut Vec<String>) {
     }
 }
 
-fn sync_text(backend: &str, plan: &Plan, changed: bool, dry_run: bool, applied: bool) -> String {
+fn sync_text(backend: &str, plan: &Plan, changed: bool, dry_run: bool) -> String {
     let mut s = String::new();
     if !changed {
         s.push_str(&format!(
@@ -363,13 +361,7 @@ fn sync_text(backend: &str, plan: &Plan, changed: bool, dry_run: bool, applied: 
         ));
         return s;
     }
-    let verb = if dry_run {
-        "would change"
-    } else if applied {
-        "changed"
-    } else {
-        "planned"
-    };
+    let verb = if dry_run { "would change" } else { "changed" };
     s.push_str(&format!(
         "{backend}: {verb}: +{} -{} ={}\n",
         plan.add.len(),
