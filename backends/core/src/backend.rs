@@ -74,6 +74,15 @@ pub enum BackendError {
     /// After apply, the live state differs from the plan.
     #[error("verification failed after apply: {0}")]
     Verify(String),
+    /// A change failed and undoing what it had already done failed too: both causes are kept,
+    /// and the firewall may be half-changed (the message says so).
+    #[error("{cause}; undoing the change ALSO FAILED ({undo}): the firewall may be half-changed, check it now")]
+    UndoFailed {
+        /// Why the change failed.
+        cause: Box<BackendError>,
+        /// Why undoing it failed.
+        undo: Box<BackendError>,
+    },
 }
 
 impl BackendError {
@@ -82,6 +91,14 @@ impl BackendError {
         BackendError::Command {
             action: action.into(),
             source,
+        }
+    }
+
+    /// A change that failed (`cause`) and whose undo failed too (`undo`).
+    pub fn undo_failed(cause: BackendError, undo: BackendError) -> Self {
+        BackendError::UndoFailed {
+            cause: Box::new(cause),
+            undo: Box::new(undo),
         }
     }
 

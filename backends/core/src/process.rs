@@ -233,16 +233,8 @@ impl Runner {
             let input = input.to_owned();
             std::thread::spawn(move || pipe.write_all(input.as_bytes()))
         });
-        let mut out_pipe = child.stdout.take().expect("stdout piped");
-        let mut err_pipe = child.stderr.take().expect("stderr piped");
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            out_pipe.read_to_end(&mut buf).map(|_| buf)
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            err_pipe.read_to_end(&mut buf).map(|_| buf)
-        });
+        let out_reader = Collector::start(child.stdout.take().expect("stdout piped"));
+        let err_reader = Collector::start(child.stderr.take().expect("stderr piped"));
 
         let deadline = Instant::now() + self.timeout;
         // Poll with a short, growing pause: firewall tools finish in milliseconds, and each
@@ -267,19 +259,68 @@ impl Runner {
             // A tool may exit without reading all its input (after an error); that is not ours to report.
             let _ = w.join();
         }
+        // A tool that started a daemon (csf -ra starts lfd) may leave it holding our pipes: what
+        // was printed until shortly after the tool exited is its output; we do not wait for the
+        // daemon to close them.
+        let grace = Instant::now() + PIPE_GRACE;
         let stdout = out_reader
-            .join()
-            .expect("reader thread")
+            .finish(grace)
             .map_err(|e| err(CommandErrorKind::Io(e)))?;
         let stderr = err_reader
-            .join()
-            .expect("reader thread")
+            .finish(grace)
             .map_err(|e| err(CommandErrorKind::Io(e)))?;
         Ok((
             status,
             String::from_utf8_lossy(&stdout).into_owned(),
             String::from_utf8_lossy(&stderr).into_owned(),
         ))
+    }
+}
+
+/// How long output is still collected after a tool exited, for pipes a daemon it started keeps.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads one pipe to its end on a thread of its own, keeping what arrived so far.
+struct Collector {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+}
+
+impl Collector {
+    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        let shared = std::sync::Arc::clone(&buf);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            let result = loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => shared
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = tx.send(result);
+        });
+        Collector { buf, done }
+    }
+
+    /// What was read: everything when the pipe closes before `until`, else what arrived by then.
+    fn finish(self, until: Instant) -> std::io::Result<Vec<u8>> {
+        match self
+            .done
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::debug!("a pipe stayed open after the tool exited; not waiting"),
+        }
+        let buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(buf.clone())
     }
 }
 
@@ -353,6 +394,38 @@ mod tests {
     #[test]
     fn sbin_tools_resolve_without_path() {
         // `ip` is in /usr/sbin or /sbin on Debian; the fallback list finds it whatever PATH says.
-        assert!(resolve("ip").is_some());
+        // PATH is read per call, so a child process with an empty PATH shows the fallback alone.
+        if std::env::var_os("CFA_RESOLVE_CHILD").is_some() {
+            assert_eq!(std::env::var_os("PATH").unwrap_or_default(), "");
+            let ip = resolve("ip").expect("ip found through the sbin fallback");
+            assert!(
+                ip.starts_with("/usr/sbin") || ip.starts_with("/sbin"),
+                "{ip:?}"
+            );
+            return;
+        }
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "process::tests::sbin_tools_resolve_without_path"])
+            .env("PATH", "")
+            .env("CFA_RESOLVE_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child with an empty PATH failed");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_pipe_does_not_hang_the_run() {
+        // The shell exits at once but leaves a background sleep holding stdout.
+        let started = Instant::now();
+        let out = Runner::new()
+            .with_timeout(Duration::from_secs(30))
+            .run("sh", &["-c", "echo started; sleep 20 & exit 0"], None)
+            .unwrap();
+        assert_eq!(out.stdout, "started\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
