@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cfa_core::{AllowList, Backend, Family, Plan, Structure};
+use cfa_core::{AllowList, Backend, Family, Plan};
 use serde_json::{json, Value};
 
 use crate::cli::{Cli, Command, PurgeArgs, SyncArgs};
@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::fetch::{Fetcher, HttpConfig};
 use crate::sources::{Resolved, Resolver};
 use crate::state::{self, State};
-use crate::{backends, lock};
+use crate::{backends, lock, plan, report};
 
 /// Exit codes (SPEC "Commands").
 pub mod exit {
@@ -93,7 +93,7 @@ fn check_config(cli: &Cli) -> Result<Report, Failure> {
     let yaml = config.to_yaml();
     Ok(Report {
         text: format!("# configuration OK: {from}\n{yaml}"),
-        json: json!({ "schema": 1, "valid": true, "path": from, "config": config }),
+        json: json!({ "schema": report::SCHEMA, "valid": true, "path": from, "config": config }),
         warnings: vec![],
         exit: exit::OK,
     })
@@ -141,10 +141,6 @@ fn resolve(config: &Config, offline: bool) -> Result<Desired, Failure> {
     })
 }
 
-fn families_json(list: &AllowList) -> Value {
-    json!({ "ipv4": list.strings(Family::V4), "ipv6": list.strings(Family::V6) })
-}
-
 fn fetch(cli: &Cli) -> Result<Report, Failure> {
     let (config, _) = load(cli)?;
     let desired = resolve(&config, false)?;
@@ -152,10 +148,10 @@ fn fetch(cli: &Cli) -> Result<Report, Failure> {
     Ok(Report {
         text,
         json: json!({
-            "schema": 1,
+            "schema": report::SCHEMA,
             "source": desired.sources,
             "degraded": desired.degraded,
-            "cidrs": families_json(&desired.list),
+            "cidrs": report::families_json(&desired.list),
             "count": desired.list.len(),
             "warnings": desired.warnings,
         }),
@@ -166,6 +162,17 @@ fn fetch(cli: &Cli) -> Result<Report, Failure> {
 
 fn backend_failure(e: cfa_core::BackendError) -> Failure {
     Failure::runtime("backend", e)
+}
+
+/// The families to manage: the configured ones the backend can hold (one source of truth).
+fn managed_families(config: &Config, backend: &dyn Backend) -> Result<Vec<Family>, Failure> {
+    let can = backend.families().map_err(backend_failure)?;
+    Ok(config
+        .rule_spec()
+        .families
+        .into_iter()
+        .filter(|f| can.contains(f))
+        .collect())
 }
 
 fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
@@ -180,30 +187,24 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
     let mut desired = resolve(&config, args.offline)?;
     let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
     let live = backend.read().map_err(backend_failure)?;
-    let families = backend.families().map_err(backend_failure)?;
-    desired.list = desired.list.only(&families);
+    let families = managed_families(&config, backend.as_ref())?;
     let mut warnings = std::mem::take(&mut desired.warnings);
     warnings.extend(live.warnings.iter().cloned());
 
-    // A degraded source never removes coverage: what is live stays.
-    let target = if desired.degraded {
-        desired.list.union(&live.entries).aggregate()
-    } else {
-        desired.list.clone()
-    };
-    if target.is_empty() {
-        return Err(Failure::runtime(
-            "guard",
-            "the desired allowlist is empty; refusing to apply it",
-        ));
-    }
-    let plan = Plan::new(&live, &target).map(|mut p| {
+    let planned = plan::plan(plan::Inputs {
+        desired: &desired.list,
+        live: &live,
+        degraded: desired.degraded,
+        families: &families,
+        max_removal: config.guards.max_removal,
+        force: args.force,
+    })
+    .map_err(|e| Failure::runtime("guard", e))?;
+    warnings.extend(planned.warnings.iter().cloned());
+    let plan = planned.plan.map(|mut p| {
         p.origin = Some(origin_line(&desired.sources));
         p
     });
-    if let Some(plan) = &plan {
-        check_removal(&config, plan, args.force)?;
-    }
 
     if let Some(plan) = &plan {
         tracing::info!(backend = backend.name(), %plan, dry_run = args.dry_run, "plan");
@@ -211,45 +212,42 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
             backend.check(plan).map_err(backend_failure)?;
         } else {
             backend.apply(plan).map_err(backend_failure)?;
-            verify(backend.as_ref(), plan)?;
+            let after = backend.read().map_err(backend_failure)?;
+            plan::verify(plan, &after).map_err(|problems| {
+                Failure::runtime(
+                    "verify",
+                    format!(
+                        "{}: after apply the live state differs from the plan: {problems}",
+                        backend.name()
+                    ),
+                )
+            })?;
         }
     }
     if !args.dry_run {
         save_cache(&config, &desired, &mut warnings);
     }
-    let changed = plan.is_some();
-    let report_plan = plan.clone().unwrap_or_else(|| Plan {
-        before: live.entries.clone(),
-        after: live.entries.clone(),
-        add: AllowList::new(),
-        remove: AllowList::new(),
-        rebuild: None,
-        origin: None,
-    });
-    let text = sync_text(backend.name(), &report_plan, changed, args.dry_run);
-    let exit = if changed && args.detailed_exitcode {
+    let shown = plan
+        .clone()
+        .unwrap_or_else(|| report::unchanged(&live.entries));
+    let change = report::Change {
+        command: "sync",
+        backend: backend.name(),
+        plan: &shown,
+        changed: plan.is_some(),
+        dry_run: args.dry_run,
+        sources: &desired.sources,
+        degraded: desired.degraded,
+        warnings: &warnings,
+    };
+    let exit = if change.changed && args.detailed_exitcode {
         exit::CHANGED
     } else {
         exit::OK
     };
     Ok(Report {
-        text,
-        json: json!({
-            "schema": 1,
-            "command": "sync",
-            "changed": changed,
-            "dry_run": args.dry_run,
-            "backend": backend.name(),
-            "source": desired.sources,
-            "degraded": desired.degraded,
-            "added": families_json(&report_plan.add),
-            "removed": families_json(&report_plan.remove),
-            "unchanged": report_plan.unchanged(),
-            "before": families_json(&report_plan.before),
-            "after": families_json(&report_plan.after),
-            "rebuild": report_plan.rebuild,
-            "warnings": warnings,
-        }),
+        text: change.text(),
+        json: change.json(),
         warnings,
         exit,
     })
@@ -261,70 +259,6 @@ fn origin_line(sources: &[Resolved]) -> String {
         .map(|s| format!("{} ({})", s.id, s.served.kind()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `guards.max_removal`: a plan removing more than this share of the managed entries is refused.
-fn check_removal(config: &Config, plan: &Plan, force: bool) -> Result<(), Failure> {
-    let before = plan.before.len();
-    let removing = plan.remove.len();
-    if before == 0 || removing == 0 {
-        return Ok(());
-    }
-    let share = removing as f64 / before as f64;
-    if share <= config.guards.max_removal {
-        return Ok(());
-    }
-    if force {
-        tracing::warn!(
-            removing,
-            before,
-            "--force: applying a plan above guards.max_removal"
-        );
-        return Ok(());
-    }
-    Err(Failure::runtime(
-        "guard",
-        format!(
-            "the plan removes {removing} of {before} entries ({:.0}%), more than guards.max_removal ({:.0}%); nothing changed. Check the source, or run again with --force",
-            share * 100.0,
-            config.guards.max_removal * 100.0
-        ),
-    ))
-}
-
-/// Reads the firewall back and compares it with the plan.
-fn verify(backend: &dyn Backend, plan: &Plan) -> Result<(), Failure> {
-    let after = backend.read().map_err(backend_failure)?;
-    let mut problems = Vec::new();
-    if after.structure != Structure::Current {
-        problems.push(format!("objects not as written: {:?}", after.structure));
-    }
-    let missing = plan.after.difference(&after.entries);
-    let extra = after.entries.difference(&plan.after);
-    if !missing.is_empty() {
-        problems.push(format!(
-            "missing {:?}",
-            missing.iter().map(|n| n.to_string()).collect::<Vec<_>>()
-        ));
-    }
-    if !extra.is_empty() {
-        problems.push(format!(
-            "unexpected {:?}",
-            extra.iter().map(|n| n.to_string()).collect::<Vec<_>>()
-        ));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::runtime(
-            "verify",
-            format!(
-                "{}: after apply the live state differs from the plan: {}",
-                backend.name(),
-                problems.join("; ")
-            ),
-        ))
-    }
 }
 
 /// Stores new lists and validators; a failure here is a warning (the firewall is already right).
@@ -352,34 +286,6 @@ fn save_cache(config: &Config, desired: &Desired, warnings: &mut Vec<String>) {
     }
 }
 
-fn sync_text(backend: &str, plan: &Plan, changed: bool, dry_run: bool) -> String {
-    let mut s = String::new();
-    if !changed {
-        s.push_str(&format!(
-            "{backend}: up to date ({} entries)\n",
-            plan.after.len()
-        ));
-        return s;
-    }
-    let verb = if dry_run { "would change" } else { "changed" };
-    s.push_str(&format!(
-        "{backend}: {verb}: +{} -{} ={}\n",
-        plan.add.len(),
-        plan.remove.len(),
-        plan.unchanged()
-    ));
-    if let Some(why) = &plan.rebuild {
-        s.push_str(&format!("  rebuild: {why}\n"));
-    }
-    for n in plan.remove.iter() {
-        s.push_str(&format!("  - {n}\n"));
-    }
-    for n in plan.add.iter() {
-        s.push_str(&format!("  + {n}\n"));
-    }
-    s
-}
-
 fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
     let (config, _) = load(cli)?;
     let _lock = lock::acquire(&config.lock_file, config.lock_timeout.0)
@@ -401,30 +307,27 @@ fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
             ));
         }
     }
-    let verb = match (changed, args.dry_run) {
-        (false, _) => "nothing to remove".to_string(),
-        (true, true) => format!(
-            "would remove the allowlist ({} entries)",
-            live.entries.len()
-        ),
-        (true, false) => format!("removed the allowlist ({} entries)", live.entries.len()),
+    let plan = Plan {
+        before: live.entries.clone(),
+        after: AllowList::new(),
+        add: AllowList::new(),
+        remove: live.entries.clone(),
+        rebuild: None,
+        origin: None,
+    };
+    let change = report::Change {
+        command: "purge",
+        backend: backend.name(),
+        plan: &plan,
+        changed,
+        dry_run: args.dry_run,
+        sources: &[],
+        degraded: false,
+        warnings: &live.warnings,
     };
     Ok(Report {
-        text: format!("{}: {verb}\n", backend.name()),
-        json: json!({
-            "schema": 1,
-            "command": "purge",
-            "changed": changed,
-            "dry_run": args.dry_run,
-            "backend": backend.name(),
-            "source": [],
-            "added": families_json(&AllowList::new()),
-            "removed": families_json(&live.entries),
-            "unchanged": 0,
-            "before": families_json(&live.entries),
-            "after": families_json(&AllowList::new()),
-            "warnings": live.warnings,
-        }),
+        text: change.text(),
+        json: change.json(),
         warnings: live.warnings.clone(),
         exit: exit::OK,
     })

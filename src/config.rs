@@ -538,11 +538,11 @@ pub struct Config {
     /// Where the ranges come from.
     pub sources: Vec<Source>,
     /// Families managed.
-    pub families: Vec<FamilyName>,
+    pub families: Vec<Family>,
     /// Destination ports governed; empty: all ports.
     pub ports: Vec<u16>,
     /// `tcp`, `udp` or `both`.
-    pub protocol: ProtocolName,
+    pub protocol: Protocol,
     /// Drop traffic to `ports` from everyone else.
     pub restrict: bool,
     /// Safety limits.
@@ -570,9 +570,9 @@ impl Default for Config {
         Config {
             backend: BackendKind::Auto,
             sources: default_sources(),
-            families: vec![FamilyName::Ipv4, FamilyName::Ipv6],
+            families: Family::ALL.to_vec(),
             ports: vec![80, 443],
-            protocol: ProtocolName::Tcp,
+            protocol: Protocol::Tcp,
             restrict: false,
             guards: Guards::default(),
             fetch: FetchSettings::default(),
@@ -585,29 +585,6 @@ impl Default for Config {
             csf: CsfSettings::default(),
         }
     }
-}
-
-/// A family as the configuration spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FamilyName {
-    /// IPv4.
-    Ipv4,
-    /// IPv6.
-    Ipv6,
-}
-
-/// A protocol as the configuration spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProtocolName {
-    /// TCP.
-    #[default]
-    Tcp,
-    /// UDP.
-    Udp,
-    /// Both.
-    Both,
 }
 
 impl Config {
@@ -740,23 +717,12 @@ impl Config {
         let mut ports = self.ports.clone();
         ports.sort_unstable();
         ports.dedup();
-        let mut families: Vec<Family> = self
-            .families
-            .iter()
-            .map(|f| match f {
-                FamilyName::Ipv4 => Family::V4,
-                FamilyName::Ipv6 => Family::V6,
-            })
-            .collect();
+        let mut families = self.families.clone();
         families.sort();
         families.dedup();
         RuleSpec {
             ports,
-            protocol: match self.protocol {
-                ProtocolName::Tcp => Protocol::Tcp,
-                ProtocolName::Udp => Protocol::Udp,
-                ProtocolName::Both => Protocol::Both,
-            },
+            protocol: self.protocol,
             restrict: self.restrict,
             families,
         }

@@ -1,8 +1,9 @@
 //! cf-allowlist: keep an origin server's firewall allowlist equal to Cloudflare's published IP
 //! ranges.
 //!
-//! Data flows one way: [`sources`] -> desired list -> backend reads live state -> [`cfa_core::Plan`]
-//! -> guards -> backend applies -> backend reads back ([`app`]).
+//! Data flows one way: [`sources`] -> desired list -> backend reads live state -> [`plan`] (the
+//! target, the [`cfa_core::Plan`] and the guards, pure) -> backend applies -> backend reads back
+//! ([`app`]) -> [`report`].
 
 pub mod app;
 pub mod backends;
@@ -10,5 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod fetch;
 pub mod lock;
+pub mod plan;
+pub mod report;
 pub mod sources;
 pub mod state;

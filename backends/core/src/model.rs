@@ -5,12 +5,16 @@ use std::fmt;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-/// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// An address family. The configuration spells it `ipv4` / `ipv6`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Family {
     /// IPv4.
+    #[serde(rename = "ipv4")]
     V4,
     /// IPv6.
+    #[serde(rename = "ipv6")]
     V6,
 }
 
@@ -41,8 +45,10 @@ impl fmt::Display for Family {
     }
 }
 
-/// The transport protocol(s) the allowlist governs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The transport protocol(s) the allowlist governs. The configuration spells it `tcp`, `udp`,
+/// `both`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP only (the default: HTTP/1.1 and HTTP/2).
     #[default]
