@@ -13,14 +13,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in nft iptables-nft iptables-legacy ipset ufw ip flock python3; do
+for tool in nft iptables-nft iptables-legacy ipset ufw ip flock python3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing what the tests need (missing: ${need[*]})" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq nftables iptables ipset ufw iproute2 util-linux python3 >/dev/null
+    apt-get install -y -qq nftables iptables ipset ufw iproute2 util-linux python3 openssl >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 

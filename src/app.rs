@@ -90,6 +90,7 @@ fn load(cli: &Cli) -> Result<(Config, String), Failure> {
 
 fn check_config(cli: &Cli) -> Result<Report, Failure> {
     let (config, from) = load(cli)?;
+    fetcher(&config)?;
     let yaml = config.to_yaml();
     Ok(Report {
         text: format!("# configuration OK: {from}\n{yaml}"),
@@ -99,14 +100,24 @@ fn check_config(cli: &Cli) -> Result<Report, Failure> {
     })
 }
 
-fn fetcher(config: &Config) -> Fetcher {
-    Fetcher::new(HttpConfig {
+/// The HTTP client for `config`; an unusable `fetch.ca_file` is a configuration error.
+fn fetcher(config: &Config) -> Result<Fetcher, Failure> {
+    let roots = match &config.fetch.ca_file {
+        Some(path) => Some(crate::fetch::load_ca_file(path).map_err(|e| Failure {
+            kind: "config",
+            message: format!("fetch.ca_file: {e}"),
+            exit: exit::CONFIG,
+        })?),
+        None => None,
+    };
+    Ok(Fetcher::new(HttpConfig {
         timeout: config.fetch.timeout.0,
         connect_timeout: config.fetch.timeout.0.min(Duration::from_secs(5)),
         retries: config.fetch.retries,
         max_bytes: config.fetch.max_bytes.0,
+        roots,
         ..HttpConfig::default()
-    })
+    }))
 }
 
 /// Every source resolved, the desired list, and the warnings so far.
@@ -120,7 +131,7 @@ struct Desired {
 
 fn resolve(config: &Config, offline: bool) -> Result<Desired, Failure> {
     let (state, state_warning) = State::load(&config.state_dir);
-    let fetcher = fetcher(config);
+    let fetcher = fetcher(config)?;
     let sources = Resolver::new(config, &fetcher, &state, offline, state::now())
         .resolve()
         .map_err(|e| Failure::runtime("source", e))?;

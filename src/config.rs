@@ -371,12 +371,42 @@ impl MinEntries {
     }
 }
 
+/// `guards.widest_prefix`: the shortest prefix length a remote source may serve, per family.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidestPrefix {
+    /// Shortest IPv4 prefix length accepted from a remote source.
+    pub ipv4: u8,
+    /// Shortest IPv6 prefix length accepted from a remote source.
+    pub ipv6: u8,
+}
+
+impl Default for WidestPrefix {
+    /// `/10` and `/20`: room above Cloudflare's widest ranges (`/13`, and `/12` before 2021;
+    /// `/29`), far from an eighth of the Internet (`32.0.0.0/3`).
+    fn default() -> Self {
+        WidestPrefix { ipv4: 10, ipv6: 20 }
+    }
+}
+
+impl WidestPrefix {
+    /// The bound for one family.
+    pub fn of(&self, family: Family) -> u8 {
+        match family {
+            Family::V4 => self.ipv4,
+            Family::V6 => self.ipv6,
+        }
+    }
+}
+
 /// `guards`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Guards {
     /// Fewest entries per family a remote source may serve.
     pub min_entries: MinEntries,
+    /// The widest network (shortest prefix) per family a remote source may serve.
+    pub widest_prefix: WidestPrefix,
     /// Largest share of the managed entries one plan may remove without `--force`.
     pub max_removal: f64,
 }
@@ -385,6 +415,7 @@ impl Default for Guards {
     fn default() -> Self {
         Guards {
             min_entries: MinEntries::default(),
+            widest_prefix: WidestPrefix::default(),
             max_removal: 0.5,
         }
     }
@@ -400,6 +431,10 @@ pub struct FetchSettings {
     pub retries: u32,
     /// Largest body accepted.
     pub max_bytes: ByteSize,
+    /// PEM file of the certificate authorities to trust instead of the bundled webpki roots
+    /// (`/etc/ssl/certs/ca-certificates.crt` for the system store, or an internal CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for FetchSettings {
@@ -408,6 +443,7 @@ impl Default for FetchSettings {
             timeout: HumanDuration(Duration::from_secs(10)),
             retries: 3,
             max_bytes: ByteSize(1 << 20),
+            ca_file: None,
         }
     }
 }
@@ -679,6 +715,13 @@ impl Config {
                 self.guards.max_removal
             ));
         }
+        let widest = &self.guards.widest_prefix;
+        if !(8..=32).contains(&widest.ipv4) || !(16..=128).contains(&widest.ipv6) {
+            return Err(format!(
+                "guards.widest_prefix: {{ ipv4: {}, ipv6: {} }} is out of range: ipv4 takes 8 to 32 and ipv6 16 to 128 (no remote list may open more than a /8 or a /16 at once)",
+                widest.ipv4, widest.ipv6
+            ));
+        }
         if self.fetch.timeout.0.is_zero() {
             return Err("fetch.timeout: must be more than 0".into());
         }
@@ -688,8 +731,24 @@ impl Config {
         if self.fetch.max_bytes.0 < 1024 {
             return Err("fetch.max_bytes: at least 1KiB".into());
         }
-        if self.csf.reload.is_empty() {
+        if self.csf.reload.is_empty() || self.csf.reload[0].trim().is_empty() {
             return Err("csf.reload: the reload command is empty".into());
+        }
+        for (key, path) in [
+            ("state_dir", &self.state_dir),
+            ("lock_file", &self.lock_file),
+            ("csf.dir", &self.csf.dir),
+            ("ufw.dir", &self.ufw.dir),
+        ]
+        .into_iter()
+        .chain(self.fetch.ca_file.as_ref().map(|p| ("fetch.ca_file", p)))
+        {
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{key}: {} must be an absolute path (a run from cron or systemd has no meaningful working directory)",
+                    path.display()
+                ));
+            }
         }
         if self.ufw.comment.is_empty() || self.ufw.comment.contains(['\'', '"', '\n']) {
             return Err("ufw.comment: must be non-empty, without quotes or newlines".into());

@@ -36,7 +36,7 @@ pub const MAX_REDIRECTS: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Settings from the config's `fetch:` key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct HttpConfig {
     /// Total time for one attempt: connecting, every redirect hop, and reading the body.
     pub timeout: Duration,
@@ -48,6 +48,9 @@ pub struct HttpConfig {
     pub max_bytes: u64,
     /// The first backoff; doubled on each retry (capped at 30 s), with full jitter.
     pub backoff: Duration,
+    /// The certificate authorities TLS trusts: `None` is the bundled webpki roots (Mozilla's);
+    /// `Some` replaces them with these (a mirror behind an internal CA, or the system store).
+    pub roots: Option<Vec<ureq::tls::Certificate<'static>>>,
 }
 
 impl Default for HttpConfig {
@@ -59,8 +62,29 @@ impl Default for HttpConfig {
             retries: 3,
             max_bytes: 1024 * 1024,
             backoff: Duration::from_millis(500),
+            roots: None,
         }
     }
+}
+
+/// Reads the PEM certificates of `fetch.ca_file` (e.g. `/etc/ssl/certs/ca-certificates.crt`,
+/// the system trust store, or an internal CA's certificate).
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: not PEM certificates: {e}", path.display())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 /// Conditional-request validators remembered from the last good fetch.
@@ -305,11 +329,18 @@ impl fmt::Debug for Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher with `config`. Builds the HTTP agents (TLS roots are the bundled webpki roots).
+    /// A fetcher with `config`. Builds the HTTP agents (TLS roots: `config.roots`, by default
+    /// the bundled webpki roots).
     pub fn new(config: HttpConfig) -> Self {
         let connect_timeout = config.connect_timeout.min(config.timeout);
+        let roots = match &config.roots {
+            Some(certs) => ureq::tls::RootCerts::new_with_certs(certs),
+            None => ureq::tls::RootCerts::WebPki,
+        };
+        let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
         let builder = || {
             Agent::config_builder()
+                .tls_config(tls.clone())
                 // Statuses and redirects are ours to judge: 4xx is Refused, 5xx is retried,
                 // and every redirect hop goes through check_url.
                 .http_status_as_error(false)
@@ -613,6 +644,7 @@ mod tests {
             retries: 3,
             max_bytes: 1024 * 1024,
             backoff: Duration::from_millis(10),
+            roots: None,
         }
     }
 
@@ -881,6 +913,139 @@ mod tests {
         assert!(err.reason().ends_with("after 2 attempts"), "{err}");
         assert!(started.elapsed() < Duration::from_millis(1200), "{err}");
         assert_eq!(server.hits("/slow"), 2);
+    }
+
+    /// An HTTPS server on loopback (`openssl s_server -www`) whose certificate is signed by a
+    /// private CA made for the test; killed when dropped.
+    struct TlsServer {
+        child: std::process::Child,
+        port: u16,
+        ca: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TlsServer {
+        fn start() -> TlsServer {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let openssl = |args: &[&str]| {
+                let out = std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .output()
+                    .expect("openssl is installed (scripts/test.sh installs it)");
+                assert!(out.status.success(), "openssl {args:?}: {out:?}");
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=cf-allowlist test CA",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+            ]);
+            let port = {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let child = std::process::Command::new("openssl")
+                .args([
+                    "s_server", "-quiet", "-www", "-cert", "leaf.pem", "-key", "leaf.key",
+                ])
+                .args(["-accept", &format!("127.0.0.1:{port}")])
+                .current_dir(d)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "s_server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            TlsServer {
+                child,
+                port,
+                ca: d.join("ca.pem"),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Drop for TlsServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn a_mirror_behind_a_private_ca_needs_fetch_ca_file() {
+        let server = TlsServer::start();
+        let url = format!("https://127.0.0.1:{}/ips-v4", server.port);
+        let e = Fetcher::new(fast()).get(&url, &none()).unwrap_err();
+        assert!(e.reason().contains("UnknownIssuer"), "{e}");
+        let trusting = Fetcher::new(HttpConfig {
+            roots: Some(load_ca_file(&server.ca).unwrap()),
+            ..fast()
+        });
+        match trusting.get(&url, &none()).unwrap() {
+            Response::Body { body, .. } => assert!(body.contains("s_server"), "{body}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.pem");
+        assert!(load_ca_file(&missing).unwrap_err().contains("cannot read"));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(load_ca_file(&empty)
+            .unwrap_err()
+            .contains("no PEM certificate"));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use cf_allowlist::app::{self, exit};
 use cf_allowlist::cli::{Cli, OutputFormat};
+use cf_allowlist::report;
 use clap::Parser;
-use serde_json::json;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -19,6 +19,21 @@ fn main() -> ExitCode {
                 _ => exit::USAGE,
             };
             let _ = e.print();
+            if code == exit::USAGE && asks_for_json(std::env::args_os().skip(1)) {
+                let message = e
+                    .kind()
+                    .as_str()
+                    .unwrap_or("invalid command line")
+                    .to_string();
+                let detail = e.render().to_string();
+                let first = detail
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(&message)
+                    .trim_start_matches("error: ")
+                    .to_string();
+                println!("{}", report::error_json("usage", &first));
+            }
             return ExitCode::from(code);
         }
     };
@@ -43,12 +58,21 @@ fn main() -> ExitCode {
                 let _ = writeln!(
                     stdout,
                     "{}",
-                    json!({ "schema": 1, "error": { "kind": failure.kind, "message": failure.message } })
+                    report::error_json(failure.kind, &failure.message)
                 );
             }
             ExitCode::from(failure.exit)
         }
     }
+}
+
+/// Whether a command line that clap refused still asked for `--output json` (so that a script
+/// reading stdout gets the JSON error object it expects).
+fn asks_for_json(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--output=json" || (a == "--output" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
 }
 
 fn init_logging(cli: &Cli) {

@@ -207,8 +207,8 @@ impl<'a> Resolver<'a> {
                             r.notes = notes;
                             return Ok(r);
                         }
-                        Err(Failure::Invalid(reason)) => return Err(err(reason)),
-                        Err(Failure::Unreachable(reason)) => reason,
+                        Err(RemoteError::Invalid(reason)) => return Err(err(reason)),
+                        Err(RemoteError::Unreachable(reason)) => reason,
                     }
                 };
                 Ok(self.fallback(source, &id, reason))
@@ -219,11 +219,18 @@ impl<'a> Resolver<'a> {
     /// The last good list, else (Cloudflare) the embedded snapshot, else nothing.
     fn fallback(&self, source: &Source, id: &str, reason: String) -> Resolved {
         let families = self.families();
-        let cached = self.state.sources.get(id).and_then(|c| match c.list() {
-            Ok(list) => Some((c.fetched_at, list)),
-            Err(e) => {
-                tracing::warn!(source = %id, error = %e, "ignoring unusable cached list");
-                None
+        // The cache is a file on disk: it is validated exactly as a fresh remote answer, and a
+        // list that fails is not used (the next fallback serves, add-only).
+        let mut notes = Vec::new();
+        let cached = self.state.sources.get(id).and_then(|c| {
+            match c.list().and_then(|l| self.validate_remote(l)) {
+                Ok(list) => Some((c.fetched_at, list)),
+                Err(e) => {
+                    notes.push(format!(
+                        "source {id}: ignoring the cached list in the state file: {e}"
+                    ));
+                    None
+                }
             }
         });
         let (served, list) = match (cached, source) {
@@ -250,7 +257,7 @@ impl<'a> Resolver<'a> {
             served,
             list,
             cache_update: None,
-            notes: Vec::new(),
+            notes,
         }
     }
 
@@ -264,19 +271,25 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn cached_list(&self, id: &str, url: &str) -> Result<AllowList, Failure> {
-        self.state
-            .sources
-            .get(id)
-            .and_then(|c| c.list().ok())
-            .ok_or_else(|| {
-                Failure::Invalid(format!(
-                    "{url} answered 304 Not Modified but no cached list exists"
+    /// The cached list a 304 confirms, validated exactly as a 200 with that body would be
+    /// (families, special ranges, widest prefix, min_entries).
+    fn cached_list(&self, id: &str, url: &str) -> Result<AllowList, RemoteError> {
+        let cached = self.state.sources.get(id).ok_or_else(|| {
+            RemoteError::Invalid(format!(
+                "{url} answered 304 Not Modified but no cached list exists"
+            ))
+        })?;
+        cached
+            .list()
+            .and_then(|list| self.validate_remote(list))
+            .map_err(|e| {
+                RemoteError::Invalid(format!(
+                    "{url} answered 304 Not Modified, but the cached list it confirms is unusable: {e}"
                 ))
             })
     }
 
-    fn fetch_remote(&self, source: &Source, id: &str) -> Result<Fetched, Failure> {
+    fn fetch_remote(&self, source: &Source, id: &str) -> Result<Fetched, RemoteError> {
         match source {
             Source::Cloudflare { api_url, text_urls } => {
                 match self.fetch_list(id, api_url, parse_api) {
@@ -311,11 +324,11 @@ impl<'a> Resolver<'a> {
         id: &str,
         url: &str,
         parse: impl Fn(&str) -> Result<(AllowList, Option<String>), String>,
-    ) -> Result<Fetched, Failure> {
+    ) -> Result<Fetched, RemoteError> {
         match self
             .fetcher
             .get(url, &self.validators(id, url))
-            .map_err(Failure::from)?
+            .map_err(RemoteError::from)?
         {
             Response::NotModified => Ok((
                 Served::NotModified {
@@ -333,7 +346,7 @@ impl<'a> Resolver<'a> {
             } => {
                 let (list, list_etag) = parse(&body)
                     .and_then(|(list, list_etag)| Ok((self.validate_remote(list)?, list_etag)))
-                    .map_err(|e| Failure::Invalid(format!("{final_url}: {e}")))?;
+                    .map_err(|e| RemoteError::Invalid(format!("{final_url}: {e}")))?;
                 let update = self.cache_entry(url, etag, last_modified, list_etag, &list);
                 Ok((
                     Served::Network { url: final_url },
@@ -345,33 +358,45 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn fetch_text(&self, urls: &[String]) -> Result<Fetched, Failure> {
+    /// Every text list, each asked even when another failed: a bad answer from any of them fails
+    /// the source (it is never mistaken for an outage); only if none answered badly and one could
+    /// not be reached does the source count as unreachable.
+    fn fetch_text(&self, urls: &[String]) -> Result<Fetched, RemoteError> {
         let mut all = AllowList::new();
+        let mut failure: Option<RemoteError> = None;
         for url in urls {
-            match self
+            let got = match self
                 .fetcher
                 .get(url, &Validators::default())
-                .map_err(Failure::from)?
+                .map_err(RemoteError::from)
             {
-                Response::NotModified => {
-                    return Err(Failure::Invalid(format!(
-                        "{url} answered 304 to an unconditional request"
-                    )))
-                }
-                Response::Body {
+                Ok(Response::NotModified) => Err(RemoteError::Invalid(format!(
+                    "{url} answered 304 to an unconditional request"
+                ))),
+                Ok(Response::Body {
                     body,
                     url: final_url,
                     ..
-                } => {
-                    let list = parse_plain(&body, true)
-                        .map_err(|e| Failure::Invalid(format!("{final_url}: {e}")))?;
-                    all = all.union(&list);
+                }) => parse_plain(&body, true)
+                    .map_err(|e| RemoteError::Invalid(format!("{final_url}: {e}"))),
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(list) => all = all.union(&list),
+                Err(e) => {
+                    failure = Some(match failure {
+                        None => e,
+                        Some(earlier) => earlier.combine(e),
+                    })
                 }
             }
         }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         let list = self
             .validate_remote(all)
-            .map_err(|e| Failure::Invalid(format!("{}: {e}", urls.join(" + "))))?;
+            .map_err(|e| RemoteError::Invalid(format!("{}: {e}", urls.join(" + "))))?;
         let update = self.cache_entry(&urls.join(" "), None, None, None, &list);
         Ok((
             Served::Network {
@@ -401,10 +426,23 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Keeps the managed families and enforces `guards.min_entries` on them.
+    /// What every list from outside this host goes through, a fresh answer, a 304's cached list
+    /// or the cache serving for an outage alike: the managed families kept, then no
+    /// special-purpose or non-global range, nothing wider than `guards.widest_prefix`, and at
+    /// least `guards.min_entries` per family.
     fn validate_remote(&self, list: AllowList) -> Result<AllowList, String> {
         let families = self.families();
         let list = list.only(&families);
+        for net in list.iter() {
+            refuse_special(&net)?;
+            let widest = self.config.guards.widest_prefix.of(Family::of(&net));
+            if net.prefix_len() < widest {
+                return Err(format!(
+                    "{net} is wider than guards.widest_prefix.{} = /{widest}; refusing the list",
+                    Family::of(&net)
+                ));
+            }
+        }
         for family in families {
             let min = self.config.guards.min_entries.of(family);
             let got = list.len_of(family);
@@ -422,36 +460,38 @@ type Fetched = (Served, AllowList, Option<CachedList>, Vec<String>);
 
 /// How fetching a remote source failed.
 #[derive(Debug)]
-enum Failure {
+enum RemoteError {
     /// A bad answer: the run fails.
     Invalid(String),
     /// No answer: fall back.
     Unreachable(String),
 }
 
-impl Failure {
+impl RemoteError {
     fn reason(&self) -> &str {
         match self {
-            Failure::Invalid(r) | Failure::Unreachable(r) => r,
+            RemoteError::Invalid(r) | RemoteError::Unreachable(r) => r,
         }
     }
 
     /// A bad answer from either URL wins: it is never mistaken for an outage.
-    fn combine(self, other: Failure) -> Failure {
+    fn combine(self, other: RemoteError) -> RemoteError {
         let reason = format!("{}; {}", self.reason(), other.reason());
         match (self, other) {
-            (Failure::Unreachable(_), Failure::Unreachable(_)) => Failure::Unreachable(reason),
-            _ => Failure::Invalid(reason),
+            (RemoteError::Unreachable(_), RemoteError::Unreachable(_)) => {
+                RemoteError::Unreachable(reason)
+            }
+            _ => RemoteError::Invalid(reason),
         }
     }
 }
 
-impl From<FetchError> for Failure {
+impl From<FetchError> for RemoteError {
     fn from(e: FetchError) -> Self {
         if e.is_unreachable() {
-            Failure::Unreachable(e.to_string())
+            RemoteError::Unreachable(e.to_string())
         } else {
-            Failure::Invalid(e.to_string())
+            RemoteError::Invalid(e.to_string())
         }
     }
 }
@@ -490,13 +530,23 @@ pub fn parse_plain(text: &str, remote: bool) -> Result<AllowList, String> {
     Ok(list)
 }
 
+/// Refuses what a remote list must never hold: special-purpose ranges, and IPv6 outside global
+/// unicast (`2000::/3`: `::1.2.3.4/128` is inside the reserved `::/8`).
 fn refuse_special(net: &ipnet::IpNet) -> Result<(), String> {
-    match special_purpose(net) {
-        Some(special) => Err(format!(
+    if let Some(special) = special_purpose(net) {
+        return Err(format!(
             "{net} overlaps the special-purpose range {special}; refused from a remote source"
-        )),
-        None => Ok(()),
+        ));
     }
+    if let ipnet::IpNet::V6(v6) = net {
+        let global: ipnet::Ipv6Net = "2000::/3".parse().expect("static network");
+        if !global.contains(v6) {
+            return Err(format!(
+                "{net} is not global unicast IPv6 (outside 2000::/3); refused from a remote source"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses Cloudflare's API answer: `{"success": true, "result": {"ipv4_cidrs": [..], "ipv6_cidrs": [..], "etag": ".."}}`.
@@ -629,5 +679,149 @@ mod tests {
         assert_eq!(parse_plain("10.0.0.0/8\n", false).unwrap().len(), 1);
         let api = r#"{"success":true,"result":{"ipv4_cidrs":["0.0.0.0/0"],"ipv6_cidrs":[]}}"#;
         assert!(parse_api(api).unwrap_err().contains("special-purpose"));
+    }
+
+    mod resolver {
+        use super::*;
+        use crate::config::Config;
+        use crate::fetch::HttpConfig;
+        use crate::state::CachedList;
+        use std::time::Duration;
+        use testkit::http::{Reply, Server};
+
+        fn fetcher() -> Fetcher {
+            Fetcher::new(HttpConfig {
+                timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(1),
+                retries: 0,
+                backoff: Duration::from_millis(1),
+                ..HttpConfig::default()
+            })
+        }
+
+        fn config(yaml: &str) -> Config {
+            Config::parse(yaml, "test.yaml").unwrap()
+        }
+
+        fn cloudflare(server: &Server, families: &str) -> Config {
+            config(&format!(
+                "families: {families}\nsources:\n  - cloudflare: {{ api_url: \"{}\", text_urls: [\"{}\", \"{}\"] }}\n",
+                server.url("/api"),
+                server.url("/v4"),
+                server.url("/v6")
+            ))
+        }
+
+        fn cached(url: &str, cidrs: &[&str]) -> State {
+            let mut state = State::default();
+            let id = format!("cloudflare:{url}");
+            state.sources.insert(
+                id,
+                CachedList {
+                    fetched_at: 1,
+                    url: url.to_string(),
+                    etag: Some("\"v1\"".into()),
+                    last_modified: None,
+                    list_etag: None,
+                    cidrs: cidrs.iter().map(|s| s.to_string()).collect(),
+                },
+            );
+            state
+        }
+
+        fn resolve(config: &Config, state: &State) -> Result<Vec<Resolved>, SourceError> {
+            Resolver::new(config, &fetcher(), state, false, 1000).resolve()
+        }
+
+        const V4: &[&str] = &["173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22"];
+
+        #[test]
+        fn a_304_is_filtered_by_family_like_a_200() {
+            let server = Server::start();
+            server.route("/api", vec![Reply::status(304)]);
+            let mut cidrs = V4.to_vec();
+            cidrs.push("2400:cb00::/32");
+            let state = cached(&server.url("/api"), &cidrs);
+            let r = resolve(&cloudflare(&server, "[ipv4]"), &state).unwrap();
+            assert_eq!(r[0].served.kind(), "not_modified");
+            assert_eq!(r[0].list.len_of(Family::V6), 0, "IPv6 must be filtered");
+            assert_eq!(r[0].list.len_of(Family::V4), 3);
+        }
+
+        #[test]
+        fn a_304_confirming_a_short_or_tampered_cache_fails() {
+            let server = Server::start();
+            server.route("/api", vec![Reply::status(304)]);
+            // min_entries.ipv6 = 1 and the cache has no IPv6: a 200 with that body would fail.
+            let state = cached(&server.url("/api"), V4);
+            let e = resolve(&cloudflare(&server, "[ipv4, ipv6]"), &state).unwrap_err();
+            assert!(e.reason.contains("min_entries.ipv6"), "{e}");
+            let mut tampered = V4.to_vec();
+            tampered.extend(["10.0.0.0/8", "2400:cb00::/32"]);
+            let state = cached(&server.url("/api"), &tampered);
+            let e = resolve(&cloudflare(&server, "[ipv4, ipv6]"), &state).unwrap_err();
+            assert!(e.reason.contains("special-purpose"), "{e}");
+        }
+
+        #[test]
+        fn a_tampered_cache_is_not_served_in_an_outage() {
+            // Nothing listens: every URL is unreachable.
+            let server = Server::start();
+            let url = server.url("/api");
+            let config = cloudflare(&server, "[ipv4, ipv6]");
+            drop(server);
+            let mut tampered = V4.to_vec();
+            tampered.extend(["10.0.0.0/8", "2400:cb00::/32"]);
+            let r = resolve(&config, &cached(&url, &tampered)).unwrap();
+            assert_eq!(r[0].served.kind(), "embedded");
+            assert!(!r[0].list.contains(&"10.0.0.0/8".parse().unwrap()));
+            assert!(
+                r[0].notes[0].contains("ignoring the cached list"),
+                "{:?}",
+                r[0].notes
+            );
+            let mut good = V4.to_vec();
+            good.push("2400:cb00::/32");
+            let r = resolve(&config, &cached(&url, &good)).unwrap();
+            assert_eq!(r[0].served.kind(), "cache");
+        }
+
+        #[test]
+        fn a_bad_text_list_after_an_unreachable_one_fails_the_source() {
+            let server = Server::start();
+            server.route("/api", vec![Reply::status(503)]);
+            // /v4 is unscripted (404 would be a bad answer): make it unreachable by a delay
+            // past the timeout, and /v6 answers HTML.
+            server.route(
+                "/v4",
+                vec![Reply::ok("1.2.3.0/24").delay(Duration::from_secs(5))],
+            );
+            server.route("/v6", vec![Reply::ok("<html>blocked</html>")]);
+            let e = resolve(&cloudflare(&server, "[ipv4, ipv6]"), &State::default()).unwrap_err();
+            assert!(e.reason.contains("HTML"), "{e}");
+        }
+
+        #[test]
+        fn remote_lists_cannot_open_wide_or_reserved_ranges() {
+            let server = Server::start();
+            let config = config(&format!(
+                "families: [ipv4, ipv6]\nguards: {{ min_entries: {{ ipv4: 1, ipv6: 0 }} }}\nsources:\n  - url: \"{}\"\n",
+                server.url("/list")
+            ));
+            for (body, why) in [
+                ("32.0.0.0/3\n", "widest_prefix.ipv4"),
+                ("104.16.0.0/13\n::1.2.3.4/128\n", "global unicast"),
+                ("104.16.0.0/13\n2400::/12\n", "widest_prefix.ipv6"),
+            ] {
+                server.route("/list", vec![Reply::ok(body)]);
+                let e = resolve(&config, &State::default()).unwrap_err();
+                assert!(e.reason.contains(why), "{body}: {e}");
+            }
+            server.route("/list", vec![Reply::ok("104.16.0.0/13\n2a06:98c0::/29\n")]);
+            assert_eq!(
+                resolve(&config, &State::default()).unwrap()[0].list.len(),
+                2
+            );
+        }
     }
 }
