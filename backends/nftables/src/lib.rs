@@ -13,12 +13,16 @@
 //! The live state is read with `nft -j list table ...`; every change is one `nft -f` transaction;
 //! a dry run checks the same transaction with `nft -c`.
 
+mod names;
 mod parse;
 mod script;
 
 use cfa_core::{Backend, BackendError, Family, Live, Plan, RuleSpec, Runner};
 
-pub use parse::{parse_table, NftTable};
+pub use names::{
+    is_keyword, validate_family, validate_name, validate_options, FAMILIES, KEYWORDS, MAX_NAME_LEN,
+};
+pub use parse::{parse_table, NftChain, NftRule, NftSet, NftTable};
 
 /// Our own table's name. Part of the compatibility contract: renaming it orphans old rules.
 pub const TABLE: &str = "cf_allowlist";
@@ -36,12 +40,12 @@ pub const CHAIN_PRIORITY: i64 = -10;
 /// Settings from the configuration's `nftables:` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftOptions {
-    /// Table family: `inet` (default), `ip` or `ip6`.
+    /// Table family: `inet` (default), `ip` or `ip6` (see [`FAMILIES`]).
     pub family: String,
-    /// Table name; `cf_allowlist` (our own) by default.
+    /// Table name; `cf_allowlist` (our own) by default. Checked by [`validate_name`].
     pub table: String,
     /// With a chain name: the "existing table" mode, keeping our sets and rules inside the operator's
-    /// table and chain. Without: our own table.
+    /// table and chain (not with our own table's name). Without: our own table.
     pub chain: Option<String>,
 }
 
@@ -93,7 +97,11 @@ pub struct NftablesBackend {
 
 impl NftablesBackend {
     /// A backend for `options`, managing rules shaped by `spec`, running `nft` through `runner`.
+    ///
+    /// `options` is checked with [`validate_options`] first (the configuration check does the same):
+    /// the names are written into `nft` scripts, so nothing else may reach them.
     pub fn new(options: NftOptions, spec: RuleSpec, runner: Runner) -> Result<Self, BackendError> {
+        validate_options(&options).map_err(BackendError::Conflict)?;
         let supported: &[Family] = match options.family.as_str() {
             "inet" => &Family::ALL,
             "ip" => &[Family::V4],
@@ -105,12 +113,6 @@ impl NftablesBackend {
             }
         };
         let owned = options.chain.is_none();
-        if owned && (options.family != TABLE_FAMILY || options.table != TABLE) {
-            return Err(BackendError::Conflict(format!(
-                "nftables table {} {}: our own table is always {TABLE_FAMILY} {TABLE}; to use a table of yours, also name its chain (nftables.chain)",
-                options.family, options.table
-            )));
-        }
         let families: Vec<Family> = spec
             .families
             .iter()
@@ -122,7 +124,18 @@ impl NftablesBackend {
             .iter()
             .copied()
             .filter(|f| !supported.contains(f))
-            .collect();
+            .collect::<Vec<Family>>();
+        // An `ip` table with only IPv6 managed (or `ip6` with only IPv4) would govern nothing while
+        // sync reported success: refuse it instead.
+        if families.is_empty() && !dropped_families.is_empty() {
+            let wanted: Vec<&str> = dropped_families.iter().map(|f| f.name()).collect();
+            return Err(BackendError::Conflict(format!(
+                "nftables.family: an {} table cannot hold {}, and no other family is managed \
+                 (families: {wanted:?}); use an inet table, or change families",
+                options.family,
+                wanted.join(" and ")
+            )));
+        }
         Ok(NftablesBackend {
             layout: Layout {
                 family: options.family,
@@ -187,6 +200,16 @@ impl NftablesBackend {
             })
     }
 
+    /// What [`script::apply_script`] needs of the live table for `plan`: only a rebuild looks at it
+    /// (our tagged rules' handles, stale sets). An element change does not, and listing a set of
+    /// 100,000 elements takes nft over a second, so it is not read again.
+    fn live_for(&self, plan: &Plan) -> Result<NftTable, BackendError> {
+        if plan.rebuild.is_none() {
+            return Ok(NftTable::default());
+        }
+        Ok(self.live_table()?.unwrap_or_default())
+    }
+
     /// The table to work on: ours may be absent (an empty table then); an operator's must exist.
     fn live_table(&self) -> Result<Option<NftTable>, BackendError> {
         match self.list_table()? {
@@ -225,12 +248,12 @@ impl Backend for NftablesBackend {
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
-        let live = self.live_table()?.unwrap_or_default();
+        let live = self.live_for(plan)?;
         self.run_script(&script::apply_script(&self.layout, plan, &live), true)
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
-        let live = self.live_table()?.unwrap_or_default();
+        let live = self.live_for(plan)?;
         self.run_script(&script::apply_script(&self.layout, plan, &live), false)
     }
 
@@ -272,12 +295,72 @@ mod tests {
     }
 
     #[test]
+    fn new_refuses_names_that_could_break_the_script() {
+        let opts = NftOptions {
+            family: "inet".into(),
+            table: "opfilter".into(),
+            chain: Some(
+                "input meta mark 7 drop; delete table inet victim; insert rule inet opfilter input"
+                    .into(),
+            ),
+        };
+        let err = NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(matches!(err, BackendError::Conflict(_)));
+        assert!(err.to_string().starts_with("nftables.chain: "), "{err}");
+        let opts = NftOptions {
+            family: "inet; flush ruleset".into(),
+            table: "filter".into(),
+            chain: Some("input".into()),
+        };
+        let err = NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(err.to_string().starts_with("nftables.family: "), "{err}");
+    }
+
+    #[test]
+    fn spec_families_are_honoured() {
+        let backend = |family: &str, families: Vec<Family>| {
+            let opts = NftOptions {
+                family: family.into(),
+                table: "filter".into(),
+                chain: Some("input".into()),
+            };
+            let spec = RuleSpec {
+                families,
+                ..RuleSpec::default()
+            };
+            NftablesBackend::new(opts, spec, Runner::new())
+        };
+        let b = backend("inet", vec![Family::V6]).unwrap();
+        assert_eq!(b.families().unwrap(), vec![Family::V6]);
+        assert!(b.dropped_families.is_empty());
+        let b = backend("ip6", Family::ALL.to_vec()).unwrap();
+        assert_eq!(b.families().unwrap(), vec![Family::V6]);
+        assert_eq!(b.dropped_families, vec![Family::V4]);
+        let err = backend("ip", vec![Family::V6]).unwrap_err().to_string();
+        assert!(
+            err.contains("an ip table cannot hold ipv6, and no other family is managed"),
+            "{err}"
+        );
+        let own = NftablesBackend::new(
+            NftOptions::default(),
+            RuleSpec {
+                families: vec![Family::V4],
+                ..RuleSpec::default()
+            },
+            Runner::new(),
+        )
+        .unwrap();
+        assert_eq!(own.families().unwrap(), vec![Family::V4]);
+    }
+
+    #[test]
     fn bridge_family_is_refused() {
         let opts = NftOptions {
             family: "bridge".into(),
             table: "t".into(),
             chain: Some("c".into()),
         };
-        assert!(NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).is_err());
+        let err = NftablesBackend::new(opts, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(err.to_string().starts_with("nftables.family: "), "{err}");
     }
 }

@@ -264,4 +264,174 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_table(&deep, "t").is_err());
+        let deep_set = format!(
+            r#"{{"nftables":[{{"rule":{{"table":"t","chain":"c","handle":1,"expr":[{{"match":{{"left":{}1{}}}}}]}}}}]}}"#,
+            r#"{"set":["#.repeat(60),
+            "]}".repeat(60)
+        );
+        let t = parse_table(&deep_set, "t").unwrap();
+        assert_eq!(t.chains["c"].rules.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use cfa_core::{AllowList, Family};
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Keys `nft -j` uses, so that arbitrary objects often reach the deeper branches.
+    const KEYS: &[&str] = &[
+        "nftables", "set", "chain", "rule", "table", "name", "type", "flags", "elem", "val",
+        "prefix", "addr", "len", "hook", "prio", "policy", "handle", "expr", "match", "left", "op",
+        "right", "payload", "protocol", "field", "meta", "key", "comment", "range", "accept",
+    ];
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => proptest::sample::select(KEYS).prop_map(String::from),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::String),
+            proptest::sample::select(
+                &[
+                    "t",
+                    "1.2.3.4",
+                    "2400:cb00::",
+                    "10.0.0.0",
+                    "interval",
+                    "ipv4_addr",
+                    "c"
+                ][..]
+            )
+            .prop_map(|s| Value::String(s.into())),
+            (0u64..300).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 96, 8, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..8).prop_map(Value::Array),
+                btree_map(key(), inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An `nft -j` item of a known kind, in table `t`, with arbitrary fields.
+    fn item() -> impl Strategy<Value = Value> {
+        (
+            proptest::sample::select(&["set", "chain", "rule", "table", "map"][..]),
+            btree_map(key(), json_value(), 0..10),
+            any::<bool>(),
+        )
+            .prop_map(|(kind, fields, in_t)| {
+                let mut obj: serde_json::Map<String, Value> = fields.into_iter().collect();
+                if in_t {
+                    obj.insert("table".into(), json!("t"));
+                }
+                json!({ kind: Value::Object(obj) })
+            })
+    }
+
+    fn nets() -> impl Strategy<Value = AllowList> {
+        let v4 = (any::<u32>(), 0u8..=32)
+            .prop_map(|(a, l)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap().trunc()));
+        let v6 = (any::<u128>(), 0u8..=128)
+            .prop_map(|(a, l)| IpNet::V6(ipnet::Ipv6Net::new(a.into(), l).unwrap().trunc()));
+        vec(prop_oneof![v4, v6], 0..40).prop_map(|v| v.into_iter().collect())
+    }
+
+    /// A set element the way `nft -j` prints it: a host as a bare address, else a prefix.
+    fn as_nft_json(net: &IpNet) -> Value {
+        if net.prefix_len() == net.max_prefix_len() {
+            json!(net.addr().to_string())
+        } else {
+            json!({"prefix": {"addr": net.addr().to_string(), "len": net.prefix_len()}})
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..512), name in any::<String>()) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_table(&text, &name);
+            let _ = parse_table(&text, "t");
+        }
+
+        #[test]
+        fn arbitrary_unicode_never_panics(text in any::<String>(), name in any::<String>()) {
+            let _ = parse_table(&text, &name);
+            let wrapped = format!("{{\"nftables\":[{text}]}}");
+            let _ = parse_table(&wrapped, &name);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value()) {
+            let text = value.to_string();
+            let _ = parse_table(&text, "t");
+            let wrapped = json!({ "nftables": value }).to_string();
+            let _ = parse_table(&wrapped, "t");
+        }
+
+        /// Sets as `nft -j` prints them read back as exactly the networks in them, whatever the
+        /// element order and with the `{"elem": {"val": ..}}` wrapping.
+        #[test]
+        fn set_elements_round_trip(list in nets(), wrap in any::<bool>(), reverse in any::<bool>()) {
+            let mut items = vec![json!({"metainfo": {"json_schema_version": 1}}), json!({"table": {"family": "inet", "name": "t"}})];
+            for (family, name, kind) in [(Family::V4, "allow_v4", "ipv4_addr"), (Family::V6, "allow_v6", "ipv6_addr")] {
+                let mut elems: Vec<Value> = list.iter_family(family).map(|n| as_nft_json(&n)).collect();
+                if reverse {
+                    elems.reverse();
+                }
+                if wrap {
+                    elems = elems.into_iter().map(|e| json!({"elem": {"val": e, "comment": "x"}})).collect();
+                }
+                let mut set = json!({"family": "inet", "name": name, "table": "t", "type": kind, "flags": ["interval"]});
+                if !elems.is_empty() {
+                    set["elem"] = Value::Array(elems);
+                }
+                items.push(json!({ "set": set }));
+            }
+            let t = parse_table(&json!({ "nftables": items }).to_string(), "t").unwrap();
+            let mut back = AllowList::new();
+            for set in t.sets.values() {
+                prop_assert!(set.other.is_empty(), "{:?}", set.other);
+                prop_assert!(set.kind == "ipv4_addr" || set.kind == "ipv6_addr", "{}", set.kind);
+                for net in &set.nets {
+                    prop_assert!(back.insert(*net), "duplicate {}", net);
+                }
+            }
+            prop_assert_eq!(back, list);
+        }
+    }
+
+    proptest! {
+        // Each case is a dozen nested objects: fewer cases keep this under a few seconds.
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn arbitrary_nft_items_never_panic(items in vec(item(), 0..10)) {
+            let text = json!({ "nftables": items }).to_string();
+            if let Ok(t) = parse_table(&text, "t") {
+                prop_assert!(t.sets.len() + t.chains.len() <= items.len());
+            }
+        }
+
+    }
 }
