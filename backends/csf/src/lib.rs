@@ -2,8 +2,9 @@
 //!
 //! Objects this backend owns (a compatibility contract: renaming them orphans old files):
 //! - `<dir>/cf-allowlist.allow` ([`ALLOW_FILE`]): generated, with a do-not-edit header; one
-//!   advanced filter `tcp|in|d=PORT|s=CIDR` per range, protocol and port, or plain `CIDR` lines
-//!   when `ports: []` (everything from those ranges);
+//!   advanced filter `tcp|in|d=PORT|s=CIDR` per range, protocol and port, or with `ports: []` one
+//!   `tcp|in|d=1_65535|s=CIDR` per range and protocol (every port of that protocol, inbound only;
+//!   never a plain CIDR, which csf turns into accept-everything in *and* out);
 //! - one `Include <dir>/cf-allowlist.allow` line in `csf.allow`;
 //! - with `ignore: true`, `<dir>/cf-allowlist.ignore` ([`IGNORE_FILE`]: the same ranges as plain
 //!   CIDRs) and one `Include <dir>/cf-allowlist.ignore` line in `csf.ignore`. lfd reads csf.ignore
@@ -11,27 +12,45 @@
 //!   including the allow file in csf.ignore would exempt nothing. An `Include` of the allow file
 //!   found in csf.ignore (what the first spec asked for) is repaired to the ignore file.
 //!
+//! - `<dir>/cf-allowlist.pending` ([`PENDING_FILE`]) while csf has not loaded what our files
+//!   say: written before the first file changes, removed once a reload (or the recovery) has
+//!   succeeded. A run killed between writing and reloading leaves it, and the next run reloads
+//!   even though the files are already current.
+//!
 //! Every other byte of csf.allow and csf.ignore is kept. Our `Include` line goes on the first
 //! line of the file (see [`text::set_include`]), so `purge` gives the files back byte for byte.
 //! A file at one of our paths that lacks our header was not written by us: every operation
 //! refuses to overwrite or delete it ([`BackendError::Conflict`]).
 //!
-//! csf is unforgiving (one line it cannot use makes a FASTSTART restart fail and leave the
-//! firewall open), so only canonical entries are written, and the reload's exit code, its output
-//! (`Error`) and `<dir>/csf.error` are all checked; a failed reload restores the previous files
-//! and reloads again.
+//! csf is unforgiving: one line it cannot use (an operator's `tcp|in|d=99999|s=...`) makes a
+//! FASTSTART restart fail, open the firewall (ACCEPT all), write `<dir>/csf.error`, and from then
+//! on refuse `csf -ra` until a `csf -r` succeeds. So:
+//! - before anything is written, every line of csf.allow and csf.ignore (and of the files they
+//!   `Include`) is checked the way csf reads it ([`text::line_problem`]); one it cannot use is
+//!   refused, naming the file, the line and why;
+//! - a reload succeeded when it exited 0 and left no `csf.error` (csf prints `*Error*` lines for
+//!   things that do not stop it, like a missing `/etc/crontab`, so its words decide nothing);
+//! - a failed reload restores the previous files (keeping lines a `csf -a` added meanwhile), then
+//!   runs [`CsfOptions::recover`] (`csf -r`) when `csf.error` exists (csf refuses `-ra` then),
+//!   else the reload again.
+//!
+//! `restrict: true` holds through csf's own DROP policy plus our allow lines, as long as csf.conf
+//! does not open a governed port to everyone (`TCP_IN`, `TCP6_IN`, `UDP_IN`, `UDP6_IN`): such a
+//! configuration is refused before anything is written; without `restrict`, it is a warning.
 
 pub mod text;
 
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
 use cfa_core::process::{CommandError, CommandErrorKind};
-use cfa_core::{AllowList, Backend, BackendError, Live, Plan, RuleSpec, Runner, Structure};
+use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner, Structure};
 
-use text::Kind;
+use text::{Kind, List};
 
 /// Our generated allow file, inside the csf directory. Part of the compatibility contract.
 pub const ALLOW_FILE: &str = "cf-allowlist.allow";
@@ -40,6 +59,14 @@ pub const IGNORE_FILE: &str = "cf-allowlist.ignore";
 
 const CSF_CONF: &str = "csf.conf";
 const CSF_ERROR: &str = "csf.error";
+/// Present while csf may not have loaded our files (see the crate documentation). Part of the
+/// compatibility contract.
+pub const PENDING_FILE: &str = "cf-allowlist.pending";
+/// How many list files (csf.allow, csf.ignore and what they include) are checked at most: csf
+/// follows nested includes, and a loop of them must not hang us.
+const MAX_LIST_FILES: usize = 256;
+/// How many unusable lines one refusal quotes.
+const MAX_QUOTED_LINES: usize = 10;
 /// csf keeps its files `0600`; new files of ours get the same.
 const FILE_MODE: u32 = 0o600;
 /// How long the reload may run. `csf -ra` rebuilds the whole ruleset and restarts lfd; with large
@@ -57,6 +84,10 @@ pub struct CsfOptions {
     pub ignore: bool,
     /// The reload command's argument vector (default `["csf", "-ra"]`: restart csf and lfd).
     pub reload: Vec<String>,
+    /// The recovery command's argument vector (default `["csf", "-r"]`), run after a failed reload
+    /// when `<dir>/csf.error` exists: csf then refuses `-ra` but still runs `-r`, which with the
+    /// previous files restored brings the firewall back up with its DROP policy.
+    pub recover: Vec<String>,
 }
 
 impl Default for CsfOptions {
@@ -65,6 +96,7 @@ impl Default for CsfOptions {
             dir: PathBuf::from("/etc/csf"),
             ignore: true,
             reload: vec!["csf".to_string(), "-ra".to_string()],
+            recover: vec!["csf".to_string(), "-r".to_string()],
         }
     }
 }
@@ -141,13 +173,131 @@ impl CsfBackend {
                 "csf reload command is empty".to_string(),
             ));
         }
-        // csf's checkip() rejects a /0 prefix and would silently drop the line.
+        if self.options.recover.is_empty() {
+            return Err(BackendError::Conflict(
+                "csf recovery command is empty".to_string(),
+            ));
+        }
+        // A /0 is every address: csf's checkip() does not range-check a prefix of 0 (Perl reads
+        // "0" as false), so csf would let everyone through.
         if let Some(net) = entries.iter().find(|n| n.prefix_len() == 0) {
             return Err(BackendError::Conflict(format!(
-                "{net} cannot be written to csf (it ignores /0 networks); list narrower ranges"
+                "{net} cannot be written to csf (a /0 matches every address); list narrower ranges"
             )));
         }
         Ok(())
+    }
+
+    /// `restrict: true` is refused while csf.conf opens a governed port to every source: csf
+    /// accepts those before its DROP policy, so the allowlist would restrict nothing.
+    fn check_restrict(&self) -> Result<(), BackendError> {
+        if !self.spec.restrict {
+            return Ok(());
+        }
+        let path = self.path(CSF_CONF);
+        let Some(conf) = self.read_file(&path)? else {
+            return Err(BackendError::Conflict(format!(
+                "restrict: true, but {} does not exist: cannot check that csf leaves the governed \
+                 ports closed to other sources",
+                path.display()
+            )));
+        };
+        let conf = String::from_utf8_lossy(&conf);
+        match text::restrict_problem(&conf, &self.spec, &path.display().to_string()) {
+            Some(why) => Err(BackendError::Conflict(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every line csf cannot use in csf.allow, csf.ignore and the files they include (nested, as
+    /// csf follows them), as `<file> line N "<line>": why`. csf.allow and csf.ignore are read as
+    /// they are now (our changes to them only add or remove our `Include` line, and the line
+    /// numbers must be the ones the operator sees); our generated files and any other file about
+    /// to change are checked as they will be. An included file that is missing or unreadable is
+    /// skipped (csf reads nothing from it either), as is a relative include path (relative to
+    /// csf's working directory, which is not ours to guess).
+    fn bad_lines(&self, changes: &[Change]) -> Result<Vec<String>, BackendError> {
+        // (file, list grammar, whether it is csf.allow / csf.ignore itself)
+        let mut queue = VecDeque::from([
+            (self.path(Kind::Allow.includer()), List::Allow, true),
+            (self.path(Kind::Ignore.includer()), List::Ignore, true),
+        ]);
+        let ours = [self.path(ALLOW_FILE), self.path(IGNORE_FILE)];
+        queue.push_back((ours[0].clone(), List::Allow, false));
+        queue.push_back((ours[1].clone(), List::Ignore, false));
+        let mut seen = HashSet::new();
+        let mut bad = Vec::new();
+        while let Some((path, list, top)) = queue.pop_front() {
+            if seen.len() >= MAX_LIST_FILES || !seen.insert((path.clone(), list)) {
+                continue;
+            }
+            let change = changes.iter().find(|c| c.path == path);
+            let (current, future) = if top {
+                let current = self.read_file(&path)?;
+                let future = change.map_or_else(|| current.clone(), |c| c.after.clone());
+                (current, future)
+            } else {
+                let bytes = match change {
+                    Some(change) => change.after.clone(),
+                    None => fs::read(&path)
+                        .inspect_err(|e| {
+                            tracing::debug!(path = %path.display(), error = %e, "included csf file not read")
+                        })
+                        .ok(),
+                };
+                (bytes.clone(), bytes)
+            };
+            // Which files csf will read: from the lists as they will be (our Include line added
+            // or removed, a legacy one repaired).
+            for line in text::csf_lines(future.as_deref().unwrap_or_default()) {
+                let Some(target) = text::include_target(line.raw) else {
+                    continue;
+                };
+                let target = PathBuf::from(OsStr::from_bytes(target));
+                // Our own files are checked each with its own grammar (queued above), whichever
+                // list includes them (a legacy Include of the allow file in csf.ignore is
+                // repaired, not reported line by line).
+                if target.is_absolute() && !ours.contains(&target) {
+                    queue.push_back((target, list, false));
+                }
+            }
+            // The entry lines: the same now and then (our edits touch only our Include lines),
+            // numbered as the operator sees them now.
+            for line in text::csf_lines(current.as_deref().unwrap_or_default()) {
+                if let Some(why) = text::line_problem(list, line.raw) {
+                    bad.push(format!(
+                        "{} line {} {:?}: {why}",
+                        path.display(),
+                        line.number,
+                        String::from_utf8_lossy(line.raw).trim()
+                    ));
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Refuses `changes` when csf could not use a line of its lists once they are made: reloading
+    /// then would fail, open the firewall and leave csf refusing `csf -ra`.
+    fn check_lists(&self, changes: &[Change]) -> Result<(), BackendError> {
+        let bad = self.bad_lines(changes)?;
+        if bad.is_empty() {
+            return Ok(());
+        }
+        let more = bad.len().saturating_sub(MAX_QUOTED_LINES);
+        let mut quoted = bad
+            .into_iter()
+            .take(MAX_QUOTED_LINES)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if more > 0 {
+            quoted.push_str(&format!("; and {more} more"));
+        }
+        Err(BackendError::Conflict(format!(
+            "refusing to change csf's files and reload it: csf cannot use {quoted}. A line csf \
+             cannot use makes it fail to start and leave the firewall open (or is silently \
+             skipped): fix or remove it, then sync again"
+        )))
     }
 
     fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>, BackendError> {
@@ -215,6 +365,7 @@ impl CsfBackend {
     ) -> Result<Vec<Change>, BackendError> {
         let dir = self.dir_text()?;
         self.validate(entries)?;
+        self.check_restrict()?;
         // Refuse a foreign file at our paths before computing anything else.
         self.read_generated(Kind::Allow)?;
         self.read_generated(Kind::Ignore)?;
@@ -243,12 +394,16 @@ impl CsfBackend {
                 deletes.push(self.change(&file, None)?);
             }
         }
-        Ok(writes
+        let changes: Vec<Change> = writes
             .into_iter()
             .chain(edits)
             .chain(deletes)
             .filter(|c| c.before != c.after)
-            .collect())
+            .collect();
+        if !changes.is_empty() {
+            self.check_lists(&changes)?;
+        }
+        Ok(changes)
     }
 
     /// The changes that remove everything of ours (for [`Backend::purge`]).
@@ -262,10 +417,14 @@ impl CsfBackend {
         for kind in [Kind::Allow, Kind::Ignore] {
             changes.push(self.change(&self.path(kind.file_name()), None)?);
         }
-        Ok(changes
+        let changes: Vec<Change> = changes
             .into_iter()
             .filter(|c| c.before != c.after)
-            .collect())
+            .collect();
+        if !changes.is_empty() {
+            self.check_lists(&changes)?;
+        }
+        Ok(changes)
     }
 
     fn change(&self, path: &Path, after: Option<Vec<u8>>) -> Result<Change, BackendError> {
@@ -302,58 +461,90 @@ impl CsfBackend {
         Ok(())
     }
 
-    /// Writes `changes`, reloads csf, and on a failed reload restores the files and reloads again.
+    /// Writes `changes`, reloads csf, and on a failed reload restores the files and brings csf
+    /// back up: with the recovery command when csf left `csf.error` (it refuses `-ra` then), else
+    /// with the reload command.
     fn commit(&self, changes: &[Change], what: &str) -> Result<(), BackendError> {
-        if changes.is_empty() {
+        let pending = self.path(PENDING_FILE);
+        let was_pending = pending.exists();
+        if changes.is_empty() && !was_pending {
             tracing::debug!("csf files already up to date; no reload");
             return Ok(());
         }
         self.refuse_failed_csf()?;
+        if !was_pending {
+            put(
+                &pending,
+                Some(b"# cf-allowlist: csf has not been reloaded since cf-allowlist changed its files\n"),
+            )?;
+        }
+        let loaded = || put(&pending, None);
         for (done, change) in changes.iter().enumerate() {
             if let Err(e) = put(&change.path, change.after.as_deref()) {
                 // Nothing was reloaded yet: putting the files back is enough.
-                let restore = restore(&changes[..done]);
-                return Err(match restore {
-                    Ok(()) => e,
-                    Err(r) => BackendError::Conflict(format!(
-                        "{e}; restoring the files written before it also failed: {r}"
-                    )),
+                return Err(match restore(&changes[..done]) {
+                    Ok(()) if was_pending => e,
+                    Ok(()) => match loaded() {
+                        Ok(()) => e,
+                        Err(undo) => BackendError::undo_failed(e, undo),
+                    },
+                    Err(undo) => BackendError::undo_failed(e, undo),
                 });
             }
         }
-        let Err(reload_err) = self.reload(what) else {
-            return Ok(());
+        let Err(failed) = self.run_csf(&self.options.reload, what) else {
+            return loaded();
         };
         let restored = restore(changes);
-        let again = self.reload("reloading csf with the previous files restored");
-        let mut note = match (&restored, &again) {
-            (Ok(()), Ok(())) => "the previous files were restored and csf reloaded".to_string(),
-            (Err(e), _) => format!("restoring the previous files FAILED ({e})"),
-            (Ok(()), Err(e)) => {
-                format!("the previous files were restored but reloading csf again FAILED ({e})")
-            }
+        let (again, how) = if self.path(CSF_ERROR).exists() {
+            let recover = self.options.recover.join(" ");
+            (
+                self.run_csf(
+                    &self.options.recover,
+                    "recovering csf with the previous files restored",
+                ),
+                format!("csf recovered with `{recover}`"),
+            )
+        } else {
+            (
+                self.run_csf(
+                    &self.options.reload,
+                    "reloading csf with the previous files restored",
+                ),
+                "csf reloaded".to_string(),
+            )
         };
-        if restored.is_err() || again.is_err() {
-            note.push_str(": check the firewall now");
-        }
-        Err(match reload_err {
-            BackendError::Command { action, source } => BackendError::Command {
-                action: format!("{action} ({note})"),
-                source,
-            },
-            other => BackendError::Conflict(format!("{other} ({note})")),
+        // csf has loaded the files as they now are: nothing is pending any more.
+        let again = again.and_then(|()| loaded());
+        Err(match (restored, again) {
+            (Ok(()), Ok(())) => annotate(
+                failed,
+                &format!("the previous files were restored and {how}"),
+            ),
+            (Err(undo), Ok(())) => {
+                BackendError::undo_failed(annotate(failed, &format!("{how} afterwards")), undo)
+            }
+            (Ok(()), Err(undo)) => BackendError::undo_failed(
+                annotate(failed, "the previous files were restored"),
+                undo,
+            ),
+            (Err(restore), Err(again)) => {
+                BackendError::undo_failed(failed, BackendError::undo_failed(restore, again))
+            }
         })
     }
 
-    /// Runs the reload command and decides whether it worked: exit status, `Error` in its output
-    /// (csf reports some failures and still exits 0), and a `csf.error` file left behind.
-    fn reload(&self, what: &str) -> Result<(), BackendError> {
-        let (program, args) = self
-            .options
-            .reload
-            .split_first()
-            .expect("validated non-empty");
-        let command = self.options.reload.join(" ");
+    /// Runs a csf command (`argv`) and decides whether it worked from its exit status and
+    /// `csf.error` only: csf prints `*Error*` lines for things that do not stop it (a missing
+    /// `/etc/crontab`) and exits 0 with the firewall up, while a failed start exits 1 and writes
+    /// `csf.error`. csf's own error lines are quoted in the failure message.
+    fn run_csf(&self, argv: &[String], what: &str) -> Result<(), BackendError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(BackendError::Conflict(format!(
+                "{what}: the command is empty"
+            )));
+        };
+        let command = argv.join(" ");
         let (status, out) = self
             .runner
             .run_status(program, args, None)
@@ -365,48 +556,60 @@ impl CsfBackend {
             .lines()
             .chain(out.stderr.lines())
             .map(str::trim)
-            .filter(|l| l.contains("Error"))
+            .filter(|l| l.to_ascii_lowercase().contains("error"))
             .take(5)
             .collect();
-        let said = if said.is_empty() {
-            String::new()
-        } else {
-            format!("; csf said: {}", said.join(" | "))
-        };
-        let failed = |status: ExitStatus, why: String| {
-            BackendError::command(
-                format!("{what}: {why}{said}"),
-                CommandError {
-                    command: command.clone(),
-                    kind: CommandErrorKind::Failed {
-                        status,
-                        stdout: out.stdout.clone(),
-                        stderr: out.stderr.clone(),
-                    },
-                },
-            )
-        };
-        if !status.success() {
-            return Err(failed(status, "the reload failed".to_string()));
-        }
         let error_path = self.path(CSF_ERROR);
-        if let Some(bytes) = self.read_file(&error_path)? {
-            return Err(failed(
-                status,
-                format!(
-                    "csf wrote {} ({})",
-                    error_path.display(),
-                    String::from_utf8_lossy(&bytes).trim()
-                ),
+        let csf_error = self.read_file(&error_path)?;
+        if status.success() && csf_error.is_none() {
+            if !said.is_empty() {
+                tracing::warn!(
+                    "`{command}` exited 0 and left no csf.error, but said: {}",
+                    said.join(" | ")
+                );
+            }
+            return Ok(());
+        }
+        let mut why = if status.success() {
+            "it exited 0".to_string()
+        } else {
+            "it failed".to_string()
+        };
+        if let Some(bytes) = &csf_error {
+            why.push_str(&format!(
+                " and csf wrote {} ({})",
+                error_path.display(),
+                String::from_utf8_lossy(bytes).trim()
             ));
         }
-        if out.stdout.contains("Error") || out.stderr.contains("Error") {
-            return Err(failed(
-                status,
-                "the reload exited 0 but its output reports an Error".to_string(),
-            ));
+        if !said.is_empty() {
+            why.push_str(&format!("; csf said: {}", said.join(" | ")));
         }
-        Ok(())
+        Err(BackendError::command(
+            format!("{what}: {why}"),
+            CommandError {
+                command,
+                kind: CommandErrorKind::Failed {
+                    status,
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                },
+            },
+        ))
+    }
+}
+
+/// Adds what happened next to a failed command's action; other errors are returned as they are.
+fn annotate(err: BackendError, note: &str) -> BackendError {
+    match err {
+        BackendError::Command { action, source } => BackendError::Command {
+            action: format!("{action} ({note})"),
+            source,
+        },
+        other => {
+            tracing::error!("{other}: {note}");
+            other
+        }
     }
 }
 
@@ -428,7 +631,7 @@ fn put(path: &Path, contents: Option<&[u8]>) -> Result<(), BackendError> {
 fn restore(changes: &[Change]) -> Result<(), BackendError> {
     let mut first = Ok(());
     for change in changes.iter().rev() {
-        if let Err(e) = put(&change.path, change.before.as_deref()) {
+        if let Err(e) = restore_one(change) {
             tracing::error!(error = %e, "restoring a csf file");
             if first.is_ok() {
                 first = Err(e);
@@ -438,9 +641,58 @@ fn restore(changes: &[Change]) -> Result<(), BackendError> {
     first
 }
 
+/// Puts back the `before` bytes of one file, but only over what we wrote: `csf -a` (an operator,
+/// or lfd) may have appended a line while csf was reloading, and putting the old bytes back would
+/// lose it. A file that grew past what we wrote gets the previous bytes plus what was added; one
+/// changed otherwise is left as it is, and the error says so.
+fn restore_one(change: &Change) -> Result<(), BackendError> {
+    let current = match fs::read(&change.path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(BackendError::io("reading", &change.path, e)),
+    };
+    if current == change.before {
+        return Ok(());
+    }
+    if current == change.after {
+        return put(&change.path, change.before.as_deref());
+    }
+    if let (Some(current), Some(after)) = (&current, &change.after) {
+        if let Some(added) = current.strip_prefix(after.as_slice()) {
+            let mut merged = change.before.clone().unwrap_or_default();
+            merged.extend_from_slice(added);
+            tracing::info!(
+                path = %change.path.display(),
+                "keeping {} byte(s) added to the file during the reload",
+                added.len()
+            );
+            return put(&change.path, Some(&merged));
+        }
+    }
+    Err(BackendError::Conflict(format!(
+        "{} changed while csf was reloading (not only appended to), so it was not restored and \
+         still holds cf-allowlist's change: compare it with its previous content and fix it by hand",
+        change.path.display()
+    )))
+}
+
 impl Backend for CsfBackend {
     fn name(&self) -> &'static str {
         "csf"
+    }
+
+    /// IPv4, and IPv6 only when csf.conf has `IPV6 = "1"` (csf skips IPv6 lines otherwise; `read`
+    /// warns), of the families the spec manages.
+    fn families(&self) -> Result<Vec<Family>, BackendError> {
+        let conf = self.read_file(&self.path(CSF_CONF))?;
+        let v6 = conf.is_some_and(|c| text::ipv6_enabled(&String::from_utf8_lossy(&c)));
+        Ok(self
+            .spec
+            .families
+            .iter()
+            .copied()
+            .filter(|f| *f == Family::V4 || v6)
+            .collect())
     }
 
     fn read(&self) -> Result<Live, BackendError> {
@@ -462,6 +714,11 @@ impl Backend for CsfBackend {
             warnings.push(format!(
                 "{dir}/{CSF_ERROR} exists: csf failed to start ({}) and the firewall may be open",
                 String::from_utf8_lossy(&bytes).trim()
+            ));
+        }
+        for bad in self.bad_lines(&[])?.into_iter().take(MAX_QUOTED_LINES) {
+            warnings.push(format!(
+                "csf cannot use {bad}: fix it, or csf's next restart fails and leaves the firewall open"
             ));
         }
 
@@ -501,6 +758,13 @@ impl Backend for CsfBackend {
             (None, false) => {}
         }
 
+        if self.path(PENDING_FILE).exists() {
+            present = true;
+            reasons.push(format!(
+                "{dir}/{PENDING_FILE} exists: an earlier run changed the files but csf was not \
+                 reloaded (the run was interrupted)"
+            ));
+        }
         let structure = Structure::judge(present, &reasons);
         Ok(Live {
             entries,

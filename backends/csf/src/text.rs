@@ -2,18 +2,27 @@
 //! `Include` line we keep in `csf.allow` / `csf.ignore`. No I/O here; the backend does that.
 //!
 //! What csf itself does with these files (ConfigServer's `csf.pl`, `lfd.pl`, `Slurp.pm`):
-//! - files are split into lines on CR LF, CR, LF, VT and FF, then each line is trimmed;
+//! - files are split into lines on CR LF, CR, LF, VT, FF and the byte 0x85, then each line is
+//!   trimmed (see [`csf_lines`]);
 //! - a line matching `^Include\s*(.*)$` (case-sensitive, at the very start of the line) pulls in
 //!   the named file; a trailing blank after the path makes the path wrong, so we never write one;
-//! - `csf.allow` takes plain addresses/CIDRs (every port) and advanced filters
-//!   `proto|in|d=PORT|s=CIDR`;
+//! - `csf.allow` takes plain addresses/CIDRs and advanced filters `proto|in|d=PORT|s=CIDR`. A
+//!   plain CIDR becomes `ALLOWIN -s CIDR -j ACCEPT` *and* `ALLOWOUT -d CIDR -j ACCEPT`: every
+//!   protocol and port, both directions. So we never write one: "every port" (`ports: []`) is
+//!   `proto|in|d=1_65535|s=CIDR` ([`EVERY_PORT`]), one line per protocol, inbound only;
+//! - csf skips (silently) a line it cannot parse, but a line whose pieces reach iptables broken (a
+//!   port out of range, `/08`) makes its FASTSTART restore fail: csf then writes `csf.error`, opens
+//!   the firewall (ACCEPT all) and refuses `csf -ra` until a `csf -r` succeeds. [`line_problem`]
+//!   checks every line of csf.allow / csf.ignore (the operator's too) the way csf reads it, so that
+//!   the backend never starts a reload csf would fail on;
 //! - lfd reads `csf.ignore` as *plain* addresses only: the first word must be an IP or CIDR, and an
 //!   advanced filter there is logged as "Invalid entry in csf.ignore" and ignored. That is why the
 //!   ignore list is a file of its own (see [`crate::IGNORE_FILE`]).
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use cfa_core::{parse_cidr, AllowList, RuleSpec};
+use cfa_core::{parse_cidr, AllowList, Family, RuleSpec};
 use ipnet::IpNet;
 
 use crate::{ALLOW_FILE, IGNORE_FILE};
@@ -49,17 +58,24 @@ impl Kind {
     }
 }
 
+/// The destination-port field csf reads as every port (`--dport 1:65535`), for `ports: []`.
+pub const EVERY_PORT: &str = "1_65535";
+
 /// The entry lines of the allow file for `entries` under `spec`, in the order we write them:
-/// per network (IPv4 first, sorted), per protocol, per port. With no ports, plain CIDRs (csf then
-/// accepts every port from them).
+/// per network of a managed family (IPv4 first, sorted), per protocol, per port. With no ports,
+/// one `proto|in|d=1_65535|s=CIDR` line per protocol: every port of the configured protocol(s),
+/// inbound only (a plain CIDR line would open every protocol in both directions).
 pub fn allow_lines(entries: &AllowList, spec: &RuleSpec) -> Vec<String> {
-    let ports = unique_ports(&spec.ports);
+    let ports: Vec<String> = if spec.ports.is_empty() {
+        vec![EVERY_PORT.to_string()]
+    } else {
+        unique_ports(&spec.ports)
+            .iter()
+            .map(u16::to_string)
+            .collect()
+    };
     let mut lines = Vec::new();
-    for net in entries.iter() {
-        if ports.is_empty() {
-            lines.push(net.to_string());
-            continue;
-        }
+    for net in entries.iter().filter(|n| spec.manages(Family::of(n))) {
         for proto in spec.protocol.names() {
             for port in &ports {
                 lines.push(format!("{proto}|in|d={port}|s={net}"));
@@ -84,7 +100,8 @@ pub fn unique_ports(ports: &[u16]) -> Vec<u16> {
 }
 
 /// The whole generated file of `kind`: header, then the entry lines. `dir` is the csf directory
-/// (for the header's note), `origin` where the list came from.
+/// (for the header's note), `origin` where the list came from. Only the families `spec` manages
+/// are written.
 pub fn render(
     kind: Kind,
     dir: &str,
@@ -92,6 +109,7 @@ pub fn render(
     spec: &RuleSpec,
     origin: Option<&str>,
 ) -> String {
+    let entries = &entries.only(&spec.families);
     let lines = match kind {
         Kind::Allow => allow_lines(entries, spec),
         Kind::Ignore => ignore_lines(entries),
@@ -112,7 +130,9 @@ pub fn render(
         let _ = writeln!(out, "# Source: {origin}");
     }
     let what = match kind {
-        Kind::Allow if spec.ports.is_empty() => "every port".to_string(),
+        Kind::Allow if spec.ports.is_empty() => {
+            format!("{} every port, inbound", spec.protocol.names().join("+"))
+        }
         Kind::Allow => format!(
             "{} port(s) {}",
             spec.protocol.names().join("+"),
@@ -135,7 +155,8 @@ pub fn render(
 /// One entry line of a generated file, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryLine {
-    /// A plain CIDR (every port).
+    /// A plain CIDR: what older versions wrote for `ports: []`. csf reads it as every protocol and
+    /// port in both directions; it is only read back to be rewritten.
     Plain(IpNet),
     /// An advanced filter `proto|in|d=PORT|s=CIDR`.
     Filter {
@@ -146,6 +167,34 @@ pub enum EntryLine {
         /// The source network.
         net: IpNet,
     },
+    /// `proto|in|d=1_65535|s=CIDR`: every port of one protocol, inbound.
+    EveryPort {
+        /// `tcp` or `udp`.
+        proto: String,
+        /// The source network.
+        net: IpNet,
+    },
+}
+
+impl EntryLine {
+    /// The network the line is about.
+    pub fn net(&self) -> IpNet {
+        match self {
+            EntryLine::Plain(n) => *n,
+            EntryLine::Filter { net, .. } | EntryLine::EveryPort { net, .. } => *net,
+        }
+    }
+
+    /// What the line lets in, apart from the network (`tcp/443`, `udp/every port`).
+    fn shape(&self) -> String {
+        match self {
+            EntryLine::Plain(_) => {
+                "every protocol and port in and out (plain CIDR lines)".to_string()
+            }
+            EntryLine::Filter { proto, port, .. } => format!("{proto}/{port}"),
+            EntryLine::EveryPort { proto, .. } => format!("{proto}/every port"),
+        }
+    }
 }
 
 /// A generated file as read back.
@@ -178,11 +227,7 @@ pub fn parse_generated(bytes: &[u8]) -> Option<Generated> {
         out.lines.push(line.to_string());
         match parse_entry(line) {
             Some(entry) => {
-                let net = match &entry {
-                    EntryLine::Plain(n) => *n,
-                    EntryLine::Filter { net, .. } => *net,
-                };
-                out.entries.insert(net);
+                out.entries.insert(entry.net());
                 out.parsed.push(entry);
             }
             None => out.unknown.push(line.to_string()),
@@ -204,15 +249,21 @@ fn parse_entry(line: &str) -> Option<EntryLine> {
         return None;
     }
     let port = port.strip_prefix("d=")?;
+    let net = || parse_cidr(source.strip_prefix("s=")?).ok();
+    if port == EVERY_PORT {
+        return Some(EntryLine::EveryPort {
+            proto: proto.to_string(),
+            net: net()?,
+        });
+    }
     if port.is_empty() || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let port: u16 = port.parse().ok()?;
-    let net = parse_cidr(source.strip_prefix("s=")?).ok()?;
     Some(EntryLine::Filter {
         proto: proto.to_string(),
         port,
-        net,
+        net: net()?,
     })
 }
 
@@ -223,22 +274,31 @@ pub fn allow_mismatch(file: &Generated, spec: &RuleSpec) -> Option<String> {
             "{ALLOW_FILE} has a line cf-allowlist does not write: {bad:?}"
         ));
     }
+    if let Some(family) = Family::ALL
+        .into_iter()
+        .find(|f| !spec.manages(*f) && file.entries.len_of(*f) > 0)
+    {
+        return Some(format!(
+            "{ALLOW_FILE} has {family} entries but {family} is not managed"
+        ));
+    }
     let expected = allow_lines(&file.entries, spec);
     if file.lines == expected {
         return None;
     }
     let mut found: Vec<String> = Vec::new();
     for entry in &file.parsed {
-        let shape = match entry {
-            EntryLine::Plain(_) => "every port".to_string(),
-            EntryLine::Filter { proto, port, .. } => format!("{proto}/{port}"),
-        };
+        let shape = entry.shape();
         if !found.contains(&shape) {
             found.push(shape);
         }
     }
     let wanted: Vec<String> = if spec.ports.is_empty() {
-        vec!["every port".to_string()]
+        spec.protocol
+            .names()
+            .iter()
+            .map(|p| format!("{p}/every port"))
+            .collect()
     } else {
         spec.protocol
             .names()
@@ -327,16 +387,18 @@ pub struct FoundInclude {
 /// produced (`include`, blanks around, another directory), so that a damaged line of ours is
 /// repaired instead of multiplied. A commented-out line is the operator's and is not ours.
 fn ours(content: &[u8]) -> Option<Kind> {
-    let text = String::from_utf8_lossy(content);
-    let text = text.trim();
-    if text.len() < 7 || !text[..7].eq_ignore_ascii_case("include") {
+    // Bytes, not text: an operator's line may hold any UTF-8 (`# Офис`) or none at all, and a
+    // byte offset into decoded text can fall inside a character.
+    let text = content.trim_ascii();
+    let keyword = text.get(..7)?;
+    if !keyword.eq_ignore_ascii_case(b"include") {
         return None;
     }
-    let target = text[7..].trim();
-    let name = target.rsplit('/').next().unwrap_or(target);
-    if name == ALLOW_FILE {
+    let target = text[7..].trim_ascii();
+    let name = target.rsplit(|&b| b == b'/').next().unwrap_or(target);
+    if name == ALLOW_FILE.as_bytes() {
         Some(Kind::Allow)
-    } else if name == IGNORE_FILE {
+    } else if name == IGNORE_FILE.as_bytes() {
         Some(Kind::Ignore)
     } else {
         None
@@ -437,12 +499,96 @@ pub fn conf_value(conf: &str, key: &str) -> Option<String> {
     value
 }
 
+/// Whether `csf.conf` turns IPv6 on (`IPV6 = "1"`): only then does csf write ip6tables rules and
+/// read `TCP6_IN` / `UDP6_IN`.
+pub fn ipv6_enabled(conf: &str) -> bool {
+    conf_value(conf, "IPV6").as_deref() == Some("1")
+}
+
+/// The port ranges of a csf.conf port list (`TCP_IN = "20,21,30000:35000"`): single ports and
+/// `a:b` ranges, separated by `,`. Items that are not ports are skipped (they open nothing).
+pub fn conf_ports(value: &str) -> Vec<(u16, u16)> {
+    value
+        .split(',')
+        .filter_map(|item| {
+            let item = item.trim();
+            let (a, b) = item.split_once(':').unwrap_or((item, item));
+            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+            Some((a.min(b), a.max(b)))
+        })
+        .collect()
+}
+
+/// The governed ports csf.conf opens to every source, per key: `TCP_IN` / `UDP_IN` for the
+/// protocol(s) of `spec` when IPv4 is managed, `TCP6_IN` / `UDP6_IN` when IPv6 is managed and csf
+/// has it on. csf accepts those ports from anyone before its DROP policy, so the allowlist cannot
+/// restrict them. Empty with `ports: []` (there is no port list to restrict).
+pub fn open_to_all(conf: &str, spec: &RuleSpec) -> Vec<(&'static str, Vec<u16>)> {
+    let ports = unique_ports(&spec.ports);
+    let mut out = Vec::new();
+    if ports.is_empty() {
+        return out;
+    }
+    for proto in spec.protocol.names() {
+        let keys: [(&'static str, Family); 2] = match *proto {
+            "udp" => [("UDP_IN", Family::V4), ("UDP6_IN", Family::V6)],
+            _ => [("TCP_IN", Family::V4), ("TCP6_IN", Family::V6)],
+        };
+        for (key, family) in keys {
+            if !spec.manages(family) || (family == Family::V6 && !ipv6_enabled(conf)) {
+                continue;
+            }
+            let ranges = conf_ports(&conf_value(conf, key).unwrap_or_default());
+            let open: Vec<u16> = ports
+                .iter()
+                .copied()
+                .filter(|p| ranges.iter().any(|(a, b)| (a..=b).contains(&p)))
+                .collect();
+            if !open.is_empty() {
+                out.push((key, open));
+            }
+        }
+    }
+    out
+}
+
+fn describe_open(open: &[(&'static str, Vec<u16>)]) -> String {
+    open.iter()
+        .map(|(key, ports)| {
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            format!("{key} opens {}", ports.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Why `restrict: true` cannot hold with this csf.conf, if it cannot: a governed port is open to
+/// every source. When none is, csf's DROP policy plus our allow lines already restrict.
+pub fn restrict_problem(conf: &str, spec: &RuleSpec, conf_path: &str) -> Option<String> {
+    let open = open_to_all(conf, spec);
+    if !spec.restrict || open.is_empty() {
+        return None;
+    }
+    let keys: Vec<&str> = open.iter().map(|(k, _)| *k).collect();
+    Some(format!(
+        "restrict: true cannot be honoured: in {conf_path} {}, to every source, and csf accepts \
+         them before its DROP policy; remove those ports from {} and restart csf (`csf -r`), then \
+         sync again (or set restrict: false)",
+        describe_open(&open),
+        keys.join(" and ")
+    ))
+}
+
 /// The operator warnings `csf.conf` calls for under `spec`.
 pub fn conf_warnings(conf: &str, spec: &RuleSpec, conf_path: &str) -> Vec<String> {
     let mut out = Vec::new();
-    if spec.manages(cfa_core::Family::V6) && conf_value(conf, "IPV6").as_deref() == Some("0") {
+    if spec.manages(Family::V6) && !ipv6_enabled(conf) {
+        let has = match conf_value(conf, "IPV6") {
+            Some(v) => format!("has IPV6 = {v:?}"),
+            None => "does not set IPV6".to_string(),
+        };
         out.push(format!(
-            "IPv6 ranges are managed but {conf_path} has IPV6 = \"0\": csf skips them, so \
+            "IPv6 ranges are managed but {conf_path} {has}: csf skips them, so \
              Cloudflare's IPv6 edge is not allowed (set IPV6 = \"1\" or drop ipv6 from families)"
         ));
     }
@@ -452,7 +598,339 @@ pub fn conf_warnings(conf: &str, spec: &RuleSpec, conf_path: &str) -> Vec<String
              in testing mode, so the allowlist does not stay in force (set TESTING = \"0\")"
         ));
     }
+    let open = open_to_all(conf, spec);
+    if !open.is_empty() {
+        let keys: Vec<&str> = open.iter().map(|(k, _)| *k).collect();
+        let lead = if spec.restrict {
+            "restrict: true is not in force"
+        } else {
+            "the allowlist does not restrict"
+        };
+        out.push(format!(
+            "{lead}: in {conf_path} {} to every source, so anyone reaches them, not only the \
+             allowlist (to restrict, remove them from {} and restart csf)",
+            describe_open(&open),
+            keys.join(" and ")
+        ));
+    }
     out
+}
+
+/// Which csf list a line is read from: csf.allow (and files it includes) takes addresses and
+/// advanced filters; lfd reads csf.ignore (and its includes) as plain addresses only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum List {
+    /// `csf.allow`.
+    Allow,
+    /// `csf.ignore`.
+    Ignore,
+}
+
+/// One line of a csf list as csf reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsfLine<'a> {
+    /// The line number an editor shows (LFs before the line, plus one).
+    pub number: usize,
+    /// The line as csf splits it, untrimmed, without its terminator.
+    pub raw: &'a [u8],
+}
+
+/// The lines of a csf list as ConfigServer's `slurp` splits them: on CR LF, CR, LF, VT, FF and
+/// the byte 0x85 (NEL: csf reads bytes, so a 0x85 inside a UTF-8 character ends a line too).
+pub fn csf_lines(bytes: &[u8]) -> Vec<CsfLine<'_>> {
+    let mut out = Vec::new();
+    let (mut start, mut number, mut i) = (0, 1, 0);
+    while i < bytes.len() {
+        let len = match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' | b'\n' | 0x0B | 0x0C | 0x85 => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push(CsfLine {
+            number,
+            raw: &bytes[start..i],
+        });
+        if bytes[i + len - 1] == b'\n' {
+            number += 1;
+        }
+        i += len;
+        start = i;
+    }
+    if start < bytes.len() {
+        out.push(CsfLine {
+            number,
+            raw: &bytes[start..],
+        });
+    }
+    out
+}
+
+/// Perl's `\s` on bytes: what csf trims and splits words on.
+fn perl_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
+fn perl_trim(mut line: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = line {
+        if !perl_space(*first) {
+            break;
+        }
+        line = rest;
+    }
+    while let [rest @ .., last] = line {
+        if !perl_space(*last) {
+            break;
+        }
+        line = rest;
+    }
+    line
+}
+
+/// The file an `Include` line pulls in, as csf reads it (`^Include\s*(.*)$` on the untrimmed
+/// line: an indented `Include` is not one): everything after the blanks that follow `Include`,
+/// to the end of the line (a trailing blank is part of the path). `None` for other lines.
+pub fn include_target(raw: &[u8]) -> Option<&[u8]> {
+    let rest = raw.strip_prefix(b"Include")?;
+    let start = rest
+        .iter()
+        .position(|b| !perl_space(*b))
+        .unwrap_or(rest.len());
+    Some(&rest[start..])
+}
+
+/// Why csf cannot use one line of `list` (as [`csf_lines`] gives it), or `None` when it can, or
+/// skips it harmlessly (blank, comment, `Include`, a host name, which csf ignores).
+///
+/// csf trims the line, skips it when it starts with `#` or holds `Include` anywhere, and reads
+/// only its first word, lower-cased: a plain address or CIDR, else (with `|` or `:`) an advanced
+/// filter `[proto|][in|out|]d=|s=PORTS|d=|s=ADDRESS[|u=UID|g=GID]`. What is refused: a malformed
+/// address (or one iptables would misread: leading zeros are octal to it; or `/0`, every
+/// address), a port out of 1-65535 (csf's FASTSTART restore then fails and leaves the firewall
+/// open), and a filter csf makes no rule of. Other protocol names than tcp/udp/icmp are accepted.
+pub fn line_problem(list: List, raw: &[u8]) -> Option<String> {
+    let line = perl_trim(raw);
+    if line.is_empty() || line.starts_with(b"#") || line.windows(7).any(|w| w == b"Include") {
+        return None;
+    }
+    let end = line
+        .iter()
+        .position(|b| perl_space(*b))
+        .unwrap_or(line.len());
+    let word = String::from_utf8_lossy(&line[..end]).to_ascii_lowercase();
+    if address(&word).is_ok() {
+        return None;
+    }
+    match list {
+        // csf reads a word with `|` or `:` that is no address as an advanced filter; one with
+        // neither a `|` nor a `=` cannot be a working one and is judged as an address below.
+        List::Allow if word.contains('|') || (word.contains(':') && word.contains('=')) => {
+            filter_problem(&word)
+        }
+        List::Ignore if word.contains('|') || word.contains('=') => Some(
+            "lfd reads csf.ignore as plain addresses only and skips an advanced filter: list the \
+             address alone"
+                .to_string(),
+        ),
+        // Meant as an address but not one csf and iptables read right: refused. Other words
+        // (host names, stray text) csf skips harmlessly.
+        _ if ipv4_like(&word) || ipv6_like(&word) => address(&word).err(),
+        _ => None,
+    }
+}
+
+/// Digits, dots and slashes with a dot: meant as an IPv4 address.
+fn ipv4_like(word: &str) -> bool {
+    word.contains('.')
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'/')
+}
+
+/// Two colons or more, letters, digits, dots and slashes (before a `%zone`): meant as an IPv6
+/// address. (One colon is csf's other filter separator, and a stray `a:b` is skipped by csf.)
+fn ipv6_like(word: &str) -> bool {
+    let addr = word.split('%').next().unwrap_or_default();
+    word.bytes().filter(|&b| b == b':').count() >= 2
+        && addr
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'/'))
+}
+
+/// An address or CIDR as csf's `checkip` takes it, and as iptables reads it the same way: the
+/// standard library's parsers (no leading zeros), a prefix of plain decimal digits from 1 to the
+/// family's maximum. Host bits are allowed (iptables masks them).
+fn address(word: &str) -> Result<(), String> {
+    let (addr, prefix) = match word.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (word, None),
+    };
+    let (family, max) = if addr.parse::<Ipv4Addr>().is_ok() {
+        ("IPv4", 32)
+    } else if addr.parse::<Ipv6Addr>().is_ok() {
+        ("IPv6", 128)
+    } else if addr.contains('%') {
+        return Err(format!(
+            "{addr:?} has a zone index, which iptables does not accept"
+        ));
+    } else if ipv4_like(addr)
+        && addr
+            .split('.')
+            .any(|octet| octet.len() > 1 && octet.starts_with('0'))
+    {
+        return Err(format!(
+            "{addr:?} has an octet with a leading zero, which iptables reads as octal"
+        ));
+    } else {
+        return Err(format!("{addr:?} is not an IPv4 or IPv6 address"));
+    };
+    let Some(prefix) = prefix else {
+        return Ok(());
+    };
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{prefix:?} is not a prefix length"));
+    }
+    if prefix.len() > 1 && prefix.starts_with('0') {
+        return Err(format!(
+            "the prefix length /{prefix} has a leading zero, which iptables reads as octal"
+        ));
+    }
+    match prefix.parse::<u32>() {
+        Ok(0) => {
+            Err("a /0 prefix matches every address: csf would let everyone through".to_string())
+        }
+        Ok(n) if n <= max => Ok(()),
+        _ => Err(format!(
+            "the prefix length /{prefix} is out of range for {family} (1-{max})"
+        )),
+    }
+}
+
+/// What follows the first `key` (`d=`) in a field, as csf's unanchored `/d=(.*)/` finds it.
+fn after<'a>(field: &'a str, key: &str) -> Option<&'a str> {
+    field.find(key).map(|i| &field[i + key.len()..])
+}
+
+/// An advanced filter, read the way csf's `linefilter` reads it: fields split on `|` (on `:` when
+/// there is no `|`), an optional protocol, an optional `in`/`out`, then the first `d=`/`s=` is the
+/// port(s), the next one the address, then `u=`/`g=`.
+fn filter_problem(word: &str) -> Option<String> {
+    let line = if word.contains('|') {
+        word.to_string()
+    } else {
+        word.replace(':', "|")
+    };
+    let mut fields: Vec<&str> = line.split('|').collect();
+    // Perl's split drops trailing empty fields.
+    while fields.last() == Some(&"") {
+        fields.pop();
+    }
+    let field = |i: usize| fields.get(i).copied().unwrap_or("");
+    let icmp = field(0) == "icmp";
+    let mut from = usize::from(matches!(field(0), "tcp" | "udp" | "icmp"));
+    if let Some(x) = (from..2).find(|&x| matches!(field(x), "in" | "out")) {
+        from = x + 1;
+    }
+    // csf tries `d=` before `s=` in each field.
+    let side = |x: usize| {
+        let f = field(x);
+        after(f, "d=").or_else(|| after(f, "s=")).map(|v| (x, v))
+    };
+    let port = (from..3).find_map(side);
+    if let Some((x, _)) = port {
+        from = x + 1;
+    }
+    let addr = (from..4).find_map(side);
+    let owner = (from..5).find_map(|x| after(field(x), "u=").or_else(|| after(field(x), "g=")));
+    if let Some((_, value)) = addr {
+        if let Err(why) = address(value) {
+            return Some(format!("the address: {why}"));
+        }
+    }
+    if let Some((_, value)) = port {
+        let problem = if icmp {
+            icmp_problem(value)
+        } else {
+            ports_problem(value)
+        };
+        if problem.is_some() {
+            return problem;
+        }
+    }
+    if let Some(owner) = owner {
+        if owner.is_empty()
+            || !owner
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Some(format!("{owner:?} is not a user or group id"));
+        }
+        return None;
+    }
+    if port.is_some() && addr.is_some() {
+        return None;
+    }
+    Some(
+        "csf makes no rule of it: an advanced filter needs a port and an address \
+         (like tcp|in|d=22|s=192.0.2.10)"
+            .to_string(),
+    )
+}
+
+/// A port field: ports and ranges (`a_b` or `a:b`) separated by `,`; with a `,` csf uses
+/// iptables' multiport match, which takes at most 15 ports (a range counts as two).
+fn ports_problem(value: &str) -> Option<String> {
+    let value = value.replace('_', ":");
+    let items: Vec<&str> = value.split(',').collect();
+    let mut count = 0;
+    for item in &items {
+        let result = match item.split_once(':') {
+            Some((a, b)) => port_number(a).and_then(|a| {
+                let b = port_number(b)?;
+                if a > b {
+                    return Err(format!("the port range {item} runs backwards"));
+                }
+                count += 2;
+                Ok(())
+            }),
+            None => port_number(item).map(|_| count += 1),
+        };
+        if let Err(why) = result {
+            return Some(why);
+        }
+    }
+    (items.len() > 1 && count > 15).then(|| {
+        format!(
+            "{value} lists {count} ports: iptables' multiport match takes at most 15 (a range \
+             counts as two)"
+        )
+    })
+}
+
+fn port_number(text: &str) -> Result<u16, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a port number"));
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(format!(
+            "the port {text} has a leading zero, which iptables reads as octal"
+        ));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(format!("the port {text} is out of range (1-65535)")),
+    }
+}
+
+/// An ICMP type (`--icmp-type`): a number, a name or `type/code`.
+fn icmp_problem(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-');
+    (!ok).then(|| format!("{value:?} is not an ICMP type"))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ const ALLOW_DAMAGED: &[u8] = include_bytes!("fixtures/csf.allow.damaged");
 const IGNORE: &[u8] = include_bytes!("fixtures/csf.ignore");
 const CONF_TESTING: &str = include_str!("fixtures/csf.conf");
 const CONF_PRODUCTION: &str = include_str!("fixtures/csf.conf.production");
+const CONF_RESTRICTED: &str = include_str!("fixtures/csf.conf.restricted");
 
 fn cloudflare() -> AllowList {
     cfa_core::snapshot::cloudflare()
@@ -53,8 +54,10 @@ fn allow_file_for_both_protocols() {
     insta::assert_snapshot!(out);
 }
 
+/// `ports: []`: every port of the protocol, inbound only, never a plain CIDR (which csf turns
+/// into accept-everything in and out).
 #[test]
-fn allow_file_for_every_port_is_plain_cidrs() {
+fn allow_file_for_every_port() {
     let out = text::render(
         Kind::Allow,
         "/etc/csf",
@@ -62,6 +65,10 @@ fn allow_file_for_every_port_is_plain_cidrs() {
         &spec(&[], Protocol::Tcp),
         ORIGIN,
     );
+    assert!(out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .all(|l| l.starts_with("tcp|in|d=1_65535|s=")));
     insta::assert_snapshot!(out);
 }
 
@@ -82,6 +89,7 @@ fn generated_files_read_back_to_the_same_entries() {
     for spec in [
         RuleSpec::default(),
         spec(&[], Protocol::Tcp),
+        spec(&[], Protocol::Both),
         spec(&[8443], Protocol::Both),
     ] {
         for kind in [Kind::Allow, Kind::Ignore] {
@@ -266,7 +274,7 @@ fn non_utf8_operator_bytes_survive() {
 fn conf_warnings_for_testing_mode_and_disabled_ipv6() {
     let warnings = text::conf_warnings(CONF_TESTING, &RuleSpec::default(), "/etc/csf/csf.conf");
     insta::assert_debug_snapshot!(warnings);
-    assert!(text::conf_warnings(CONF_PRODUCTION, &RuleSpec::default(), "c").is_empty());
+    assert!(text::conf_warnings(CONF_RESTRICTED, &RuleSpec::default(), "c").is_empty());
     let v4_only = RuleSpec {
         families: vec![Family::V4],
         ..RuleSpec::default()
@@ -274,10 +282,11 @@ fn conf_warnings_for_testing_mode_and_disabled_ipv6() {
     let warnings = text::conf_warnings(CONF_TESTING, &v4_only, "c");
     assert_eq!(
         warnings.len(),
-        1,
+        2,
         "IPv6 off is fine when IPv6 is not managed"
     );
     assert!(warnings[0].contains("TESTING"));
+    assert!(warnings[1].starts_with("the allowlist does not restrict: in c TCP_IN opens 80,443"));
 }
 
 #[test]
@@ -296,4 +305,291 @@ fn conf_values_read_as_csf_reads_them() {
         Some("0"),
         "last one wins"
     );
+}
+
+#[test]
+fn governed_ports_open_to_everyone_in_csf_conf() {
+    let restrict = |ports: &[u16], protocol| RuleSpec {
+        restrict: true,
+        ..spec(ports, protocol)
+    };
+    assert_eq!(
+        text::open_to_all(CONF_PRODUCTION, &RuleSpec::default()),
+        vec![("TCP_IN", vec![80, 443]), ("TCP6_IN", vec![80, 443])]
+    );
+    assert_eq!(
+        text::open_to_all(CONF_TESTING, &RuleSpec::default()),
+        vec![("TCP_IN", vec![80, 443])],
+        "TCP6_IN is not read while IPV6 = \"0\""
+    );
+    assert!(text::open_to_all(CONF_RESTRICTED, &RuleSpec::default()).is_empty());
+    assert_eq!(
+        text::open_to_all(
+            CONF_RESTRICTED,
+            &spec(&[53, 443, 30000, 35000, 35001], Protocol::Both)
+        ),
+        vec![
+            ("TCP_IN", vec![53]),
+            ("TCP6_IN", vec![53]),
+            ("UDP_IN", vec![53, 30000, 35000])
+        ],
+        "ranges a:b expanded; no UDP6_IN in the file"
+    );
+    assert!(text::open_to_all(CONF_PRODUCTION, &spec(&[], Protocol::Tcp)).is_empty());
+    let why = text::restrict_problem(
+        CONF_PRODUCTION,
+        &restrict(&[443], Protocol::Tcp),
+        "/etc/csf/csf.conf",
+    )
+    .unwrap();
+    assert_eq!(
+        why,
+        "restrict: true cannot be honoured: in /etc/csf/csf.conf TCP_IN opens 443 and TCP6_IN \
+         opens 443, to every source, and csf accepts them before its DROP policy; remove those \
+         ports from TCP_IN and TCP6_IN and restart csf (`csf -r`), then sync again (or set \
+         restrict: false)"
+    );
+    assert_eq!(
+        text::restrict_problem(CONF_RESTRICTED, &restrict(&[80, 443], Protocol::Tcp), "c"),
+        None
+    );
+    assert_eq!(
+        text::restrict_problem(CONF_PRODUCTION, &RuleSpec::default(), "c"),
+        None,
+        "without restrict, only a warning"
+    );
+    assert_eq!(
+        text::conf_ports(" 20, 21 ,30000:35000,x,9:1"),
+        [(20, 20), (21, 21), (30000, 35000), (1, 9)]
+    );
+}
+
+fn problem(list: text::List, line: &str) -> Option<String> {
+    text::line_problem(list, line.as_bytes())
+}
+
+/// What csf accepts in csf.allow, as its `linefilter` reads it, and what it would fail on (or
+/// silently skip).
+#[test]
+fn allow_lines_csf_can_use_are_accepted() {
+    for line in [
+        "",
+        "   ",
+        "# comment Офис",
+        "   # indented comment",
+        "1.2.3.4",
+        "1.2.3.4 # Straße",
+        "1.2.3.4\t# tab",
+        "1.2.3.0/24",
+        "1.2.3.4/24",
+        "2001:db8::1",
+        "2001:DB8::/32 # upper case",
+        "::ffff:1.2.3.4",
+        "127.0.0.1",
+        "::1",
+        "example.com # host names are ignored by csf",
+        "note: a stray word with a colon, skipped by csf",
+        ":",
+        "Include /etc/csf/cpanel.allow",
+        "1.2.3.4 # Include'd by hand: lines with Include are skipped",
+        "tcp|in|d=22|s=192.0.2.10",
+        "TCP|IN|D=22|S=192.0.2.10",
+        "tcp|in|d=2083,2087|s=192.0.2.10",
+        "udp|out|d=53|d=9.9.9.9",
+        "tcp|in|d=1_65535|s=2400:cb00::/32",
+        "tcp|in|d=1000:2000|s=192.0.2.0/24",
+        "tcp|in|d=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15|s=192.0.2.10",
+        "tcp:in:d=22:s=192.0.2.10",
+        "d=22|s=192.0.2.10",
+        "in|d=22|s=192.0.2.10",
+        "tcp|in|s=1024_65535|s=192.0.2.10",
+        "icmp|in|d=ping|s=192.0.2.10",
+        "icmp|in|d=8/0|s=192.0.2.10",
+        "tcp|out|d=25|u=0",
+        "tcp|out|d=25|g=mail",
+        "sctp|in|d=22|s=192.0.2.10",
+        "tcp|in|d=22|s=192.0.2.10|extra fields are ignored by csf",
+    ] {
+        assert_eq!(problem(text::List::Allow, line), None, "{line:?}");
+    }
+}
+
+#[test]
+fn allow_lines_csf_cannot_use_are_refused_with_the_reason() {
+    for (line, why) in [
+        (
+            "tcp|in|d=99999|s=192.0.2.10",
+            "the port 99999 is out of range (1-65535)",
+        ),
+        ("tcp|in|d=0|s=192.0.2.10", "the port 0 is out of range"),
+        (
+            "tcp|in|d=22,65536|s=192.0.2.10",
+            "the port 65536 is out of range",
+        ),
+        (
+            "tcp|in|d=2000_1000|s=192.0.2.10",
+            "the port range 2000:1000 runs backwards",
+        ),
+        ("tcp|in|d=080|s=192.0.2.10", "leading zero"),
+        ("tcp|in|d=ssh|s=192.0.2.10", "\"ssh\" is not a port number"),
+        ("tcp|in|d=|s=192.0.2.10", "\"\" is not a port number"),
+        ("tcp|in|d=22,|s=192.0.2.10", "\"\" is not a port number"),
+        (
+            "tcp|in|d=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16|s=192.0.2.10",
+            "at most 15",
+        ),
+        (
+            "tcp|in|d=22|s=192.0.2.300",
+            "\"192.0.2.300\" is not an IPv4 or IPv6 address",
+        ),
+        (
+            "tcp|in|d=22|s=010.0.2.1",
+            "leading zero, which iptables reads as octal",
+        ),
+        (
+            "tcp|in|d=22|s=192.0.2.0/33",
+            "/33 is out of range for IPv4 (1-32)",
+        ),
+        (
+            "tcp|in|d=22|s=192.0.2.0/0",
+            "a /0 prefix matches every address",
+        ),
+        ("tcp|in|d=22|s=192.0.2.0/08", "leading zero"),
+        ("tcp|in|d=22|s=192.0.2.0/", "is not a prefix length"),
+        (
+            "tcp|in|d=22|s=2001:db8::/129",
+            "out of range for IPv6 (1-128)",
+        ),
+        ("tcp|in|d=22|s=fe80::1%eth0", "zone index"),
+        (
+            "tcp:in:d=22:s=2001:db8::1",
+            "is not an IPv4 or IPv6 address",
+        ),
+        ("tcp|in|d=22", "csf makes no rule of it"),
+        ("tcp|in|s=192.0.2.10", "is not a port number"),
+        ("icmp|in|d=8,0|s=192.0.2.10", "is not an ICMP type"),
+        ("tcp|out|d=25|u=", "is not a user or group id"),
+        ("1.2.3.4/0", "a /0 prefix matches every address"),
+        ("1.2.3.4/33", "out of range for IPv4"),
+        ("1.2.3.4/", "is not a prefix length"),
+        ("01.2.3.4", "leading zero"),
+        ("1.2.3", "is not an IPv4 or IPv6 address"),
+        ("2001:db8:::1", "is not an IPv4 or IPv6 address"),
+        (
+            "  tcp|in|d=99999|s=192.0.2.10   # trimmed like csf",
+            "99999",
+        ),
+    ] {
+        let got = problem(text::List::Allow, line);
+        assert!(
+            got.as_deref().is_some_and(|g| g.contains(why)),
+            "{line:?}: {got:?}, wanted {why:?}"
+        );
+    }
+}
+
+#[test]
+fn ignore_lines_are_plain_addresses() {
+    for line in [
+        "127.0.0.1",
+        "::1",
+        "192.0.2.10 # bastion",
+        "203.0.113.0/28",
+        "host.example",
+    ] {
+        assert_eq!(problem(text::List::Ignore, line), None, "{line:?}");
+    }
+    for (line, why) in [
+        (
+            "tcp|in|d=22|s=192.0.2.10",
+            "lfd reads csf.ignore as plain addresses only",
+        ),
+        ("192.0.2.0/33", "out of range"),
+        ("192.0.2.0/0", "/0"),
+        ("2001:db8::zz", "is not an IPv4 or IPv6 address"),
+    ] {
+        let got = problem(text::List::Ignore, line);
+        assert!(
+            got.as_deref().is_some_and(|g| g.contains(why)),
+            "{line:?}: {got:?}"
+        );
+    }
+}
+
+/// csf's `slurp` splits on CR LF, CR, LF, VT, FF and the byte 0x85; an `Include` is one only at
+/// the very start of the untrimmed line.
+#[test]
+fn lines_and_includes_as_csf_reads_them() {
+    let bytes = b"a\r\nb\rc\x0bd\x0ce\nf\x85g\n\nlast";
+    let lines: Vec<(usize, &[u8])> = text::csf_lines(bytes)
+        .iter()
+        .map(|l| (l.number, l.raw))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (1, b"a" as &[u8]),
+            (2, b"b"),
+            (2, b"c"),
+            (2, b"d"),
+            (2, b"e"),
+            (3, b"f"),
+            (3, b"g"),
+            (4, b""),
+            (5, b"last"),
+        ]
+    );
+    // "# Å" ends in the byte 0x85: csf reads what follows as a line of its own.
+    let split = "# Å1.2.3.4/0\n".as_bytes();
+    let lines = text::csf_lines(split);
+    assert_eq!(lines[1].raw, b"1.2.3.4/0");
+    assert!(problem(text::List::Allow, "# Å1.2.3.4/0").is_none());
+    assert!(text::line_problem(text::List::Allow, lines[1].raw).is_some());
+
+    assert_eq!(
+        text::include_target(b"Include /etc/csf/cpanel.allow"),
+        Some(b"/etc/csf/cpanel.allow" as &[u8])
+    );
+    assert_eq!(
+        text::include_target(b"Include\t /x "),
+        Some(b"/x " as &[u8])
+    );
+    assert_eq!(text::include_target(b" Include /x"), None);
+    assert_eq!(text::include_target(b"include /x"), None);
+}
+
+#[test]
+fn rendered_lines_are_lines_csf_can_use() {
+    for spec in [
+        RuleSpec::default(),
+        spec(&[], Protocol::Both),
+        spec(&[1, 65535], Protocol::Udp),
+    ] {
+        for (kind, list) in [
+            (Kind::Allow, text::List::Allow),
+            (Kind::Ignore, text::List::Ignore),
+        ] {
+            let out = text::render(kind, "/etc/csf", &cloudflare(), &spec, ORIGIN);
+            for line in text::csf_lines(out.as_bytes()) {
+                assert_eq!(text::line_problem(list, line.raw), None, "{line:?}");
+            }
+        }
+    }
+}
+
+/// What the backend must never do again: slice an operator's line by bytes.
+#[test]
+fn non_ascii_lines_are_not_ours_and_do_not_panic() {
+    for line in [
+        "# Офис",
+        "1.2.3.4 # Straße",
+        "İnclude /etc/csf/cf-allowlist.allow",
+        "ééééééééé",
+    ] {
+        let file = format!("{line}\n");
+        assert!(text::find_includes(file.as_bytes()).is_empty(), "{line}");
+        assert_eq!(text::remove_includes(file.as_bytes()), file.as_bytes());
+        let out = edit(file.as_bytes(), Kind::Allow);
+        assert_eq!(text::remove_includes(&out), file.as_bytes());
+    }
 }

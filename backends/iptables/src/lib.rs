@@ -4,7 +4,11 @@
 //!
 //! Reads with `iptables-save -t filter` / `ip6tables-save -t filter` (and `ipset save`), applies
 //! with one `iptables-restore -w N --noflush` per family that replaces only our chain's contents,
-//! checks with the same input and `--test`. Works with iptables-nft and iptables-legacy: the
+//! checks with the same input and `--test`. An apply is a sequence of steps (one `ipset restore`
+//! per family, verified, then one `iptables-restore` per family); when one fails, the steps
+//! before it are undone, last first, so that on `Err` the firewall is as it was (or the error is
+//! [`BackendError::UndoFailed`]). Only the families of the spec that the host can hold are
+//! managed ([`Backend::families`]). Works with iptables-nft and iptables-legacy: the
 //! suffixed tools (`iptables-nft-save`, `iptables-legacy-restore`, ...) are chosen by
 //! [`Variant`]; `auto` picks the variant holding the host's rules, as kube-proxy's iptables
 //! wrapper does.
@@ -210,6 +214,9 @@ pub struct IptablesBackend {
     tools: Tools,
     ipset: bool,
     lock_wait: Duration,
+    /// Programs run from an explicit path instead of being looked up (see
+    /// [`IptablesBackend::with_tool_override`]).
+    overrides: Vec<(String, String)>,
 }
 
 /// What we found of our objects in one family.
@@ -243,8 +250,37 @@ impl FamilyState {
 struct LiveSets {
     /// Which of our set names (real and temporary) exist.
     present: Vec<String>,
-    /// The real sets that exist, parsed.
+    /// The real sets that exist (of the families asked for), parsed.
     sets: Vec<(String, IpSet)>,
+}
+
+impl LiveSets {
+    /// A family's real set, if it exists, and whether its temporary set exists.
+    fn of(&self, family: Family) -> (Option<&IpSet>, bool) {
+        let (set, tmp) = set_names(family);
+        (
+            self.sets.iter().find(|(n, _)| n == set).map(|(_, s)| s),
+            self.present.iter().any(|p| p == tmp),
+        )
+    }
+}
+
+/// One step of an apply, kept so that a later failure can undo it.
+enum Step<'a> {
+    /// A family's set swap (complete or not: a failed `ipset restore` keeps the lines before
+    /// the failing one), with what the real set held before (`None`: it did not exist).
+    Set(&'a SetUpdate<'a>, Option<&'a IpSet>),
+    /// A family's rules, with the state they replaced (an `iptables-restore` is atomic per
+    /// family, so only a successful one is a step).
+    Rules(&'a FamilyState),
+}
+
+/// Members sorted and without duplicates, for comparing sets.
+fn normalized(entries: &[IpNet]) -> Vec<IpNet> {
+    let mut v = entries.to_vec();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn set_names(family: Family) -> (&'static str, &'static str) {
@@ -254,38 +290,113 @@ fn set_names(family: Family) -> (&'static str, &'static str) {
     }
 }
 
-/// Built-in chains and targets a chain of ours must not be named after.
-const RESERVED: &[&str] = &[
-    "INPUT",
-    "OUTPUT",
-    "FORWARD",
-    "PREROUTING",
-    "POSTROUTING",
+/// The longest chain name iptables accepts (`XT_EXTENSION_MAXNAMELEN` minus the NUL byte).
+pub const CHAIN_NAME_MAX: usize = 28;
+
+/// Built-in chains a chain of ours must not be named after: declaring one in our restore input
+/// would flush the host's own chain.
+const BUILTIN_CHAINS: &[&str] = &["INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"];
+
+/// Targets a chain of ours must not be named after: `-j NAME` calls a built-in verdict or a
+/// target extension before it looks for a chain of that name, so our jump would do something
+/// else (`LOG`, `MARK`, ...) and our rules would never be reached. The verdicts, the internal
+/// `ERROR` target, and the target extensions iptables 1.8 ships (`libxt_*`, `libipt_*`,
+/// `libip6t_*` with an upper-case name).
+const RESERVED_TARGETS: &[&str] = &[
     "ACCEPT",
     "DROP",
-    "REJECT",
     "RETURN",
     "QUEUE",
+    "ERROR",
+    "AUDIT",
+    "CHECKSUM",
+    "CLASSIFY",
+    "CLUSTERIP",
+    "CONNMARK",
+    "CONNSECMARK",
+    "CT",
+    "DNAT",
+    "DNPT",
+    "DSCP",
+    "ECN",
+    "HL",
+    "HMARK",
+    "IDLETIMER",
+    "LED",
     "LOG",
+    "MARK",
+    "MASQUERADE",
+    "NAT",
+    "NETMAP",
+    "NFLOG",
+    "NFQUEUE",
+    "NOTRACK",
+    "RATEEST",
+    "REDIRECT",
+    "REJECT",
+    "SECMARK",
+    "SET",
+    "SNAT",
+    "SNPT",
+    "SYNPROXY",
+    "TCPMSS",
+    "TCPOPTSTRIP",
+    "TEE",
+    "TOS",
+    "TPROXY",
+    "TRACE",
+    "TTL",
+    "ULOG",
 ];
 
-fn validate_chain(name: &str) -> Result<(), BackendError> {
-    let ok = !name.is_empty()
-        && name.len() <= 28
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !RESERVED.contains(&name);
-    if ok {
-        Ok(())
+/// Checks an `iptables.chain` value: 1 to [`CHAIN_NAME_MAX`] ASCII letters, digits, `-` or `_`,
+/// not starting with `-` or `!` (iptables would read an option or a negation), not a built-in
+/// chain (`INPUT`, ...) nor a target (`ACCEPT`, `DROP`, `LOG`, ...). The message names the value
+/// and the rule it breaks; the engine's configuration check reports it (exit 78).
+pub fn validate_chain_name(name: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > CHAIN_NAME_MAX {
+        Some(format!(
+            "it is {} bytes long, iptables allows at most {CHAIN_NAME_MAX}",
+            name.len()
+        ))
+    } else if name.starts_with('-') {
+        Some("it starts with `-`, which iptables reads as an option".to_string())
+    } else if name.starts_with('!') {
+        Some("it starts with `!`, which iptables reads as a negation".to_string())
+    } else if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(format!(
+            "it contains {bad:?}; only ASCII letters, digits, `-` and `_` are allowed"
+        ))
+    } else if BUILTIN_CHAINS.contains(&name) {
+        Some("it is a built-in chain of the filter table".to_string())
+    } else if RESERVED_TARGETS.contains(&name) {
+        Some(format!(
+            "it is an iptables target: `-j {name}` would call the target, not our chain"
+        ))
     } else {
-        Err(BackendError::Conflict(format!(
-            "iptables chain name `{name}` is not usable: 1 to 28 letters, digits, `-` or `_`, \
-             not starting with `-`, not a built-in chain or target"
-        )))
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "iptables chain name `{}` is not usable: {why}",
+            name.escape_debug()
+        )),
     }
 }
+
+fn validate_chain(name: &str) -> Result<(), BackendError> {
+    validate_chain_name(name).map_err(BackendError::Conflict)
+}
+
+/// Exists when the kernel has IPv6 (the module is loaded and not disabled with
+/// `ipv6.disable=1`). Without it there can be no ip6tables rules to manage.
+const KERNEL_IPV6: &str = "/proc/net/if_inet6";
 
 /// Counts the rules (`-A` lines) the `*-save` tools of a variant report, both families.
 fn count_rules(runner: &Runner, tools: Tools) -> Option<usize> {
@@ -391,7 +502,26 @@ impl IptablesBackend {
             tools,
             ipset,
             lock_wait: DEFAULT_LOCK_WAIT,
+            overrides: Vec::new(),
         })
+    }
+
+    /// Runs the executable at `path` wherever the backend would run `program` (`ipset`,
+    /// `ip6tables-nft-restore`, ...), including the "is it installed" checks made after this
+    /// call. For tests, which inject failing tools this way: changing `PATH` would affect every
+    /// test thread of the process.
+    pub fn with_tool_override(mut self, program: &str, path: impl Into<String>) -> Self {
+        self.overrides.retain(|(p, _)| p != program);
+        self.overrides.push((program.to_string(), path.into()));
+        self
+    }
+
+    /// The program to run for `program`: its override, or the name to look up.
+    fn tool(&self, program: &str) -> String {
+        self.overrides
+            .iter()
+            .find(|(p, _)| p == program)
+            .map_or_else(|| program.to_string(), |(_, path)| path.clone())
     }
 
     /// Sets how long `iptables-restore` waits for the xtables lock (default
@@ -421,35 +551,56 @@ impl IptablesBackend {
         rules::chain_rules(&self.chain, &self.spec, sources)
     }
 
-    fn families(&self) -> impl Iterator<Item = Family> + '_ {
-        Family::ALL.into_iter().filter(|f| self.spec.manages(*f))
+    /// The families this backend manages here: those the spec asks for that this host can hold,
+    /// and for each one left out, a warning saying why.
+    fn held_families(&self) -> (Vec<Family>, Vec<String>) {
+        let mut held = Vec::new();
+        let mut left_out = Vec::new();
+        for family in Family::ALL.into_iter().filter(|f| self.spec.manages(*f)) {
+            match self.unusable(family) {
+                None => held.push(family),
+                Some(why) => left_out.push(format!("{family} ranges are not managed: {why}")),
+            }
+        }
+        (held, left_out)
     }
 
-    /// Reads our sets (both families) when ipset is installed; `None` when it is not.
-    fn read_sets(&self) -> Result<Option<LiveSets>, BackendError> {
-        if !self.runner.has("ipset") {
+    /// Why this host cannot hold `family`'s rules, or `None`.
+    fn unusable(&self, family: Family) -> Option<String> {
+        if family == Family::V6 && !std::path::Path::new(KERNEL_IPV6).exists() {
+            return Some(format!(
+                "the kernel has no IPv6 ({KERNEL_IPV6} is missing), so there are no ip6tables"
+            ));
+        }
+        [self.tools.save(family), self.tools.restore(family)]
+            .into_iter()
+            .map(|program| self.tool(&program))
+            .find(|program| !self.runner.has(program))
+            .map(|program| format!("`{program}` is not installed"))
+    }
+
+    /// Reads which of our sets exist, and the real sets of `families`, when ipset is installed;
+    /// `None` when it is not.
+    fn read_sets(&self, families: &[Family]) -> Result<Option<LiveSets>, BackendError> {
+        let ipset = self.tool("ipset");
+        if !self.runner.has(&ipset) {
             return Ok(None);
         }
         let names = self
             .runner
-            .run("ipset", &["list", "-n"], None)
+            .run(&ipset, &["list", "-n"], None)
             .map_err(|e| BackendError::command("listing ipsets (ipset list -n)", e))?
             .stdout;
-        let present: Vec<String> = names
-            .lines()
-            .map(str::trim)
-            .filter(|n| [SET_V4, SET_V6, TMP_SET_V4, TMP_SET_V6].contains(n))
-            .map(str::to_string)
-            .collect();
+        let present = save::parse_ipset_names(&names, &[SET_V4, SET_V6, TMP_SET_V4, TMP_SET_V6]);
         let mut sets = Vec::new();
-        for name in [SET_V4, SET_V6] {
+        for name in families.iter().map(|f| set_names(*f).0) {
             if !present.iter().any(|p| p == name) {
                 continue;
             }
             let what = format!("ipset save {name}");
             let out = self
                 .runner
-                .run("ipset", &["save", name], None)
+                .run(&ipset, &["save", name], None)
                 .map_err(|e| BackendError::command(format!("reading set {name}"), e))?;
             if let Some(set) = save::parse_ipset_save(&out.stdout, &[name], &what)?.remove(name) {
                 sets.push((name.to_string(), set));
@@ -458,8 +609,19 @@ impl IptablesBackend {
         Ok(Some(LiveSets { present, sets }))
     }
 
+    /// [`Self::read_sets`] for one family, when undoing or verifying a set step (ipset is in use,
+    /// so it is installed).
+    fn family_sets(&self, family: Family) -> Result<LiveSets, BackendError> {
+        self.read_sets(&[family])?.ok_or_else(|| {
+            BackendError::Conflict(format!(
+                "the ipset tool (`{}`) is no longer installed",
+                self.tool("ipset")
+            ))
+        })
+    }
+
     fn read_table(&self, family: Family) -> Result<Table, BackendError> {
-        let program = self.tools.save(family);
+        let program = self.tool(&self.tools.save(family));
         let out = self
             .runner
             .run(&program, &["-t", "filter"], None)
@@ -469,19 +631,16 @@ impl IptablesBackend {
 
     /// Reads our objects in `families`.
     fn inspect(&self, families: &[Family]) -> Result<Vec<FamilyState>, BackendError> {
-        let sets = self.read_sets()?;
+        let sets = self.read_sets(families)?;
         families
             .iter()
             .map(|&family| {
                 let table = self.read_table(family)?;
-                let (set_name, tmp_name) = set_names(family);
                 let (set, tmp_exists) = match &sets {
-                    Some(LiveSets { present, sets }) => (
-                        sets.iter()
-                            .find(|(n, _)| n == set_name)
-                            .map(|(_, s)| s.clone()),
-                        present.iter().any(|p| p == tmp_name),
-                    ),
+                    Some(live) => {
+                        let (set, tmp) = live.of(family);
+                        (set.cloned(), tmp)
+                    }
                     None => (None, false),
                 };
                 let input: Vec<_> = table.rules_of("INPUT").collect();
@@ -527,23 +686,26 @@ impl IptablesBackend {
                 .map(|s| s.entries.clone())
                 .unwrap_or_default();
         }
-        let mut nets: Vec<IpNet> = state
-            .chain_rules
-            .iter()
-            .filter_map(|text| save::tokenize(text).ok())
-            .filter(|t| t.iter().any(|w| w == "ACCEPT"))
-            .filter_map(|t| {
-                let i = t.iter().position(|w| w == "-s")?;
-                cfa_core::parse_cidr(t.get(i + 1)?).ok()
-            })
-            .collect();
-        nets.sort();
-        nets.dedup();
-        nets
+        save::accepted_sources(&state.chain_rules, state.family)
     }
 
     /// Why a family's objects are not what this spec builds for `entries`, or `None`.
     fn outdated(&self, state: &FamilyState, entries: &[IpNet]) -> Option<String> {
+        // A temporary set left by an interrupted apply is harmless, but only an apply removes
+        // it (its set update): outdated, so that the next run does.
+        if self.ipset && state.tmp_exists {
+            return Some(format!(
+                "{}: temporary ipset {} is left from an interrupted run",
+                state.family,
+                set_names(state.family).1
+            ));
+        }
+        self.rules_outdated(state, entries)
+    }
+
+    /// Why a family's set, chain or jump are not what this spec builds for `entries` (so that
+    /// its rules must be written), or `None`.
+    fn rules_outdated(&self, state: &FamilyState, entries: &[IpNet]) -> Option<String> {
         let family = state.family;
         let chain = &self.chain;
         if self.ipset {
@@ -601,7 +763,7 @@ impl IptablesBackend {
         test: bool,
         doing: &str,
     ) -> Result<(), BackendError> {
-        let program = self.tools.restore(family);
+        let program = self.tool(&self.tools.restore(family));
         self.runner
             .run(&program, &self.restore_args(test), Some(input))
             .map(|_| ())
@@ -623,7 +785,7 @@ impl IptablesBackend {
 
     fn run_ipset(&self, input: &str, doing: &str) -> Result<(), BackendError> {
         self.runner
-            .run("ipset", &["restore"], Some(input))
+            .run(&self.tool("ipset"), &["restore"], Some(input))
             .map(|_| ())
             .map_err(|e| BackendError::command(doing, e))
     }
@@ -631,7 +793,7 @@ impl IptablesBackend {
     /// What `apply` (and `check`) do for one family: the iptables-restore input, when the chain
     /// or jump must change.
     fn family_input(&self, state: &FamilyState, wanted: &[IpNet]) -> Option<String> {
-        self.outdated(state, wanted)?;
+        self.rules_outdated(state, wanted)?;
         let jump = rules::jump_rule(&self.chain);
         let keep_jump = state.jumps.contains(&jump);
         let mut delete: Vec<String> = state.jumps.clone();
@@ -709,10 +871,113 @@ impl IptablesBackend {
         self.run_restore(state.family, &input, false, "rolling back")
     }
 
-    fn wanted(&self, plan: &Plan) -> Vec<(Family, Vec<IpNet>)> {
-        let after = plan.after.only(&self.spec.families);
-        self.families()
-            .map(|f| (f, after.iter_family(f).collect()))
+    /// One family's set step: fills the temporary set and swaps it in, in one `ipset restore`,
+    /// then reads the sets back. Verified because the undo relies on it: the real set must hold
+    /// the new members and the temporary set the old ones.
+    fn swap_set(&self, update: &SetUpdate<'_>) -> Result<(), BackendError> {
+        self.run_ipset(
+            &rules::ipset_swap_input(std::slice::from_ref(update)),
+            &format!(
+                "swapping the new members into ipset {} (ipset restore)",
+                update.set
+            ),
+        )?;
+        let live = self.family_sets(update.family)?;
+        let (set, tmp) = live.of(update.family);
+        let want = normalized(update.entries);
+        match set {
+            Some(s) if normalized(&s.entries) == want && tmp => Ok(()),
+            Some(s) if tmp => Err(BackendError::Verify(format!(
+                "ipset {} holds {} members after its swap, want the {} new ones",
+                update.set,
+                s.entries.len(),
+                want.len()
+            ))),
+            Some(_) => Err(BackendError::Verify(format!(
+                "temporary ipset {} (the old members) is missing after the swap into {}",
+                update.tmp, update.set
+            ))),
+            None => Err(BackendError::Verify(format!(
+                "ipset {} is missing after `ipset restore` created it",
+                update.set
+            ))),
+        }
+    }
+
+    /// Puts a family's sets back as they were before [`Self::swap_set`] ran, completely or in
+    /// part (`old`: what the real set held; `None`: it did not exist), then checks that they
+    /// are: the real set as before, no temporary set.
+    fn undo_set(&self, update: &SetUpdate<'_>, old: Option<&IpSet>) -> Result<(), BackendError> {
+        let family = update.family;
+        let live = self.family_sets(family)?;
+        let (now, tmp) = live.of(family);
+        let input = rules::undo_set_input(update, old, now, tmp).map_err(|why| {
+            BackendError::Conflict(format!(
+                "cannot restore the previous members of ipset {}: {why}",
+                update.set
+            ))
+        })?;
+        if !input.is_empty() {
+            self.run_ipset(
+                &input,
+                &format!(
+                    "restoring the previous members of ipset {} (ipset restore)",
+                    update.set
+                ),
+            )?;
+        }
+        let old = old.map(|s| normalized(&s.entries));
+        let live = self.family_sets(family)?;
+        let (now, tmp) = live.of(family);
+        let now = now.map(|s| normalized(&s.entries));
+        if now != old || tmp {
+            return Err(BackendError::Verify(format!(
+                "after undoing, ipset {} {} and temporary ipset {} {}",
+                update.set,
+                match (&now, &old) {
+                    (None, None) => "is absent as before".to_string(),
+                    (Some(n), Some(o)) if n == o => "holds its previous members".to_string(),
+                    (Some(n), _) => format!("holds {} members, not the previous ones", n.len()),
+                    (None, Some(_)) => "is missing".to_string(),
+                },
+                update.tmp,
+                if tmp { "is still there" } else { "is gone" }
+            )));
+        }
+        Ok(())
+    }
+
+    /// Undoes `done`, last step first, after `cause` made an apply fail; returns the error to
+    /// report. Every step is tried even when an earlier undo failed (a set swapped back is
+    /// better than one left swapped); the first undo failure is returned with `cause`, the
+    /// others (usually consequences of the first) are logged.
+    fn undo(&self, done: &[Step<'_>], cause: BackendError) -> BackendError {
+        let mut first: Option<BackendError> = None;
+        for step in done.iter().rev() {
+            let result = match step {
+                Step::Rules(state) => self.undo_family(state),
+                Step::Set(update, old) => self.undo_set(update, *old),
+            };
+            if let Err(e) = result {
+                if first.is_some() {
+                    tracing::error!("undoing a failed apply: {e}");
+                } else {
+                    first = Some(e);
+                }
+            }
+        }
+        match first {
+            None => cause,
+            Some(undo) => BackendError::undo_failed(cause, undo),
+        }
+    }
+
+    /// The entries `plan` wants in each of `families`.
+    fn wanted(&self, plan: &Plan, families: &[Family]) -> Vec<(Family, Vec<IpNet>)> {
+        let after = plan.after.only(families);
+        families
+            .iter()
+            .map(|&f| (f, after.iter_family(f).collect()))
             .collect()
     }
 }
@@ -722,12 +987,17 @@ impl Backend for IptablesBackend {
         "iptables"
     }
 
+    /// The families the spec asks for that this host can hold: IPv6 only when the kernel has
+    /// it and the ip6tables tools are installed.
+    fn families(&self) -> Result<Vec<Family>, BackendError> {
+        Ok(self.held_families().0)
+    }
+
     fn read(&self) -> Result<Live, BackendError> {
-        let managed: Vec<Family> = self.families().collect();
+        let (managed, mut warnings) = self.held_families();
         let states = self.inspect(&managed)?;
         let mut entries = AllowList::new();
         let mut reasons = Vec::new();
-        let mut warnings = Vec::new();
         let mut present = 0;
         for state in &states {
             let nets = self.entries_of(state);
@@ -779,9 +1049,9 @@ impl Backend for IptablesBackend {
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
-        let managed: Vec<Family> = self.families().collect();
+        let managed = self.held_families().0;
         let states = self.inspect(&managed)?;
-        let wanted = self.wanted(plan);
+        let wanted = self.wanted(plan, &managed);
         // Validates the set members (a zero prefix, a set of the wrong type) without changing
         // anything: ipset has no dry run.
         self.set_updates(&states, &wanted)?;
@@ -810,60 +1080,47 @@ impl Backend for IptablesBackend {
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
-        let managed: Vec<Family> = self.families().collect();
+        let managed = self.held_families().0;
         let states = self.inspect(&managed)?;
-        let wanted = self.wanted(plan);
+        let wanted = self.wanted(plan, &managed);
         let updates = self.set_updates(&states, &wanted)?;
         let inputs: Vec<(&FamilyState, String)> = states
             .iter()
             .zip(&wanted)
             .filter_map(|(state, (_, entries))| Some((state, self.family_input(state, entries)?)))
             .collect();
-        // Sets first: rules that match a set need it to exist. When no rule changes, the
-        // temporary sets (now holding the old members) go in the same `ipset restore`; otherwise
-        // they stay until the rules are in, so that a failure can swap the old members back.
-        if !updates.is_empty() {
-            let mut input = rules::ipset_swap_input(&updates);
-            if inputs.is_empty() {
-                input.push_str(&rules::finish_sets(&updates));
+        let mut done: Vec<Step<'_>> = Vec::new();
+        // Sets first: rules that match a set need it to exist. One `ipset restore` per family:
+        // a restore is no transaction (it stops at a failing line and keeps the lines before
+        // it), so each family's swap is a step of its own, verified, and undone, with every
+        // step before it, when it or a later step fails. A failed swap is a step too: it may
+        // have created or swapped sets before failing.
+        for update in &updates {
+            let old = states
+                .iter()
+                .find(|s| s.family == update.family)
+                .and_then(|s| s.set.as_ref());
+            done.push(Step::Set(update, old));
+            if let Err(e) = self.swap_set(update) {
+                return Err(self.undo(&done, e));
             }
-            self.run_ipset(&input, "updating the ipsets (ipset restore)")?;
         }
-        let mut done: Vec<&FamilyState> = Vec::new();
         for (state, input) in &inputs {
-            if let Err(err) = self.run_restore(state.family, input, false, "applying the rules") {
-                let mut undo_errors = Vec::new();
-                for earlier in done.iter().rev() {
-                    if let Err(e) = self.undo_family(earlier) {
-                        undo_errors.push(e.to_string());
-                    }
-                }
-                if !updates.is_empty() {
-                    if let Err(e) = self.run_ipset(
-                        &rules::undo_sets(&updates),
-                        "restoring the previous ipset members",
-                    ) {
-                        undo_errors.push(e.to_string());
-                    }
-                }
-                if undo_errors.is_empty() {
-                    return Err(err);
-                }
-                return Err(BackendError::Conflict(format!(
-                    "{err}; rolling back also failed: {}",
-                    undo_errors.join("; ")
-                )));
+            if let Err(e) = self.run_restore(state.family, input, false, "applying the rules") {
+                return Err(self.undo(&done, e));
             }
-            done.push(state);
+            done.push(Step::Rules(state));
         }
-        if !updates.is_empty() && !inputs.is_empty() {
-            // The allowlist is in place; a temporary set left behind is harmless, reported by
-            // `read` and replaced by the next apply, so this is not a failed apply.
+        if !updates.is_empty() {
+            // The temporary sets hold the old members until everything else is in, for the
+            // undo. Destroying them is a step too: an `Ok` apply leaves no temporary set, and
+            // when this fails the whole apply is undone (a set whose temporary set is already
+            // gone gets its old members rebuilt).
             if let Err(e) = self.run_ipset(
                 &rules::finish_sets(&updates),
-                "destroying the temporary ipsets",
+                "destroying the temporary ipsets (ipset restore)",
             ) {
-                tracing::warn!("{e}");
+                return Err(self.undo(&done, e));
             }
         }
         Ok(())
@@ -871,12 +1128,13 @@ impl Backend for IptablesBackend {
 
     fn purge(&self) -> Result<(), BackendError> {
         // Rules first: a set referenced by a rule cannot be destroyed.
+        let held = self.held_families().0;
         for family in Family::ALL {
             let state = match self.inspect(&[family]) {
                 Ok(mut s) => s.remove(0),
-                // A family we do not manage may be unusable here (IPv6 disabled); we never
-                // wrote anything there then.
-                Err(e) if !self.spec.manages(family) => {
+                // A family we do not manage, or that this host cannot hold, may be unusable here
+                // (IPv6 disabled); we never wrote anything there then.
+                Err(e) if !held.contains(&family) => {
                     tracing::warn!("purge: skipping {family}: {e}");
                     continue;
                 }
@@ -895,7 +1153,7 @@ impl Backend for IptablesBackend {
                 self.run_restore(family, &input, false, "removing the chain and its jump")?;
             }
         }
-        if let Some(LiveSets { present, .. }) = self.read_sets()? {
+        if let Some(LiveSets { present, .. }) = self.read_sets(&[])? {
             let input: String = [TMP_SET_V4, TMP_SET_V6, SET_V4, SET_V6]
                 .iter()
                 .filter(|n| present.iter().any(|p| p == *n))
@@ -918,6 +1176,103 @@ impl ExtendNets for AllowList {
     fn extend_nets(&mut self, nets: Vec<IpNet>) {
         for net in nets {
             self.insert(net);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn chain_names_that_iptables_would_misread_are_refused_with_the_rule_they_break() {
+        for (name, rule) in [
+            ("", "empty"),
+            ("INPUT", "built-in chain"),
+            ("OUTPUT", "built-in chain"),
+            ("FORWARD", "built-in chain"),
+            ("PREROUTING", "built-in chain"),
+            ("POSTROUTING", "built-in chain"),
+            ("ACCEPT", "target"),
+            ("DROP", "target"),
+            ("RETURN", "target"),
+            ("REJECT", "target"),
+            ("QUEUE", "target"),
+            ("LOG", "target"),
+            ("MASQUERADE", "target"),
+            ("-x", "starts with `-`"),
+            ("--jump", "starts with `-`"),
+            ("!x", "starts with `!`"),
+            ("a b", "' '"),
+            ("a.b", "'.'"),
+            ("é", "'é'"),
+            ("a\nb", "'\\n'"),
+            ("A234567890123456789012345678X", "29 bytes long"),
+        ] {
+            let err = validate_chain_name(name).unwrap_err();
+            assert!(
+                err.contains(&format!("`{}`", name.escape_debug())),
+                "{name:?}: {err}"
+            );
+            assert!(err.contains(rule), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn usable_chain_names_pass() {
+        for name in [
+            DEFAULT_CHAIN,
+            "cf_allowlist",
+            "input",
+            "Log",
+            "X",
+            "A234567890123456789012345678",
+            "0-9",
+            "a-",
+        ] {
+            assert_eq!(validate_chain_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_backend_refuses_what_the_configuration_check_refuses() {
+        let options = IptablesOptions {
+            chain: "LOG".into(),
+            ..IptablesOptions::default()
+        };
+        let err = IptablesBackend::new(options, RuleSpec::default(), Runner::new()).unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Conflict(m) if m.contains("`LOG`")),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_chain_names_are_short_plain_and_not_reserved(name in any::<String>()) {
+            match validate_chain_name(&name) {
+                Ok(()) => {
+                    prop_assert!(!name.is_empty() && name.len() <= CHAIN_NAME_MAX);
+                    prop_assert!(name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+                    prop_assert!(!name.starts_with('-'));
+                    prop_assert!(!BUILTIN_CHAINS.contains(&name.as_str()));
+                    prop_assert!(!RESERVED_TARGETS.contains(&name.as_str()));
+                }
+                Err(e) => {
+                    let quoted = format!("`{}`", name.escape_debug());
+                    prop_assert!(e.contains(&quoted), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn plain_names_pass_unless_reserved(name in "[A-Za-z0-9_][A-Za-z0-9_-]{0,27}") {
+            let reserved = BUILTIN_CHAINS.contains(&name.as_str())
+                || RESERVED_TARGETS.contains(&name.as_str());
+            prop_assert_eq!(validate_chain_name(&name).is_ok(), !reserved);
         }
     }
 }

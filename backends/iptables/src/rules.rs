@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use cfa_core::{Family, RuleSpec, RULE_COMMENT};
 use ipnet::IpNet;
 
-use crate::save::ipset_family;
+use crate::save::{ipset_family, IpSet};
 
 /// `multiport` takes at most 15 ports; longer lists are split over several rules.
 const MULTIPORT_MAX: usize = 15;
@@ -59,8 +59,9 @@ pub fn chain_rules(chain: &str, spec: &RuleSpec, sources: Sources<'_>) -> Vec<St
         }
         Sources::Ranges(nets) => {
             for net in nets {
+                let source = source_match(net);
                 for (proto, ports) in &tails {
-                    rules.push(format!("-A {chain} -s {net} {proto}{ports} -j ACCEPT"));
+                    rules.push(format!("-A {chain} {source}{proto}{ports} -j ACCEPT"));
                 }
             }
         }
@@ -71,6 +72,36 @@ pub fn chain_rules(chain: &str, spec: &RuleSpec, sources: Sources<'_>) -> Vec<St
         }
     }
     rules
+}
+
+/// The `-s NET ` part of a rule for `net`, as `iptables-save` prints it: nothing for a
+/// zero-length prefix (iptables-save omits `-s 0.0.0.0/0` and `-s ::/0`: they match everyone),
+/// and the address as glibc's `inet_ntop` writes it (see [`save_addr`]).
+fn source_match(net: &IpNet) -> String {
+    if net.prefix_len() == 0 {
+        String::new()
+    } else {
+        format!("-s {}/{} ", save_addr(net), net.prefix_len())
+    }
+}
+
+/// A network's address as the iptables tools print it (glibc `inet_ntop`). The same as Rust's
+/// `Display` except for an IPv4-compatible IPv6 address (96 zero bits, then an address that is
+/// not `::` or `::1`): glibc keeps its dotted tail (`::1.2.3.4`) where Rust writes hex
+/// (`::102:304`). Rules written the Rust way would never compare equal to what is read back.
+pub fn save_addr(net: &IpNet) -> String {
+    match net {
+        IpNet::V4(n) => n.addr().to_string(),
+        IpNet::V6(n) => {
+            let seg = n.addr().segments();
+            if seg[..6].iter().all(|&w| w == 0) && seg[6] != 0 {
+                let o = n.addr().octets();
+                format!("::{}.{}.{}.{}", o[12], o[13], o[14], o[15])
+            } else {
+                n.addr().to_string()
+            }
+        }
+    }
 }
 
 /// The jump from `INPUT` to our chain, as `iptables-save` prints it (`-A INPUT ...`).
@@ -145,7 +176,7 @@ pub fn create_set(name: &str, family: Family, n: usize) -> String {
 /// One family's part of the `ipset restore` input that replaces a set's members atomically:
 /// (`destroy` a stale temporary set), (`create` the real set when missing), fill a fresh
 /// temporary set, `swap` it in. The temporary set then holds the old members, so that a failed
-/// iptables step can swap them back; [`finish_sets`] destroys it.
+/// later step can swap them back ([`undo_set_input`]); [`finish_sets`] destroys it.
 pub struct SetUpdate<'a> {
     /// The family.
     pub family: Family,
@@ -188,15 +219,61 @@ pub fn finish_sets(updates: &[SetUpdate<'_>]) -> String {
         .collect()
 }
 
-/// The `ipset restore` input that undoes updates: swaps the old members back, destroys the
-/// temporary sets, and destroys the sets this run created.
-pub fn undo_sets(updates: &[SetUpdate<'_>]) -> String {
+/// The `ipset restore` input that puts one family's sets back as they were before its
+/// [`ipset_swap_input`] ran, completely or in part (a failed `ipset restore` keeps the lines
+/// before the failing one), and possibly followed by its part of [`finish_sets`]. `old`: the
+/// real set before (`None`: it did not exist); `now`: the real set now; `tmp_now`: whether the
+/// temporary set exists. Members are compared sorted. When the swap happened, the temporary set
+/// (the old set object) is swapped back; when it was destroyed already, the old members are
+/// rebuilt into a fresh one with the old set's `create` options and swapped in. Empty when
+/// there is nothing to undo; `Err` (why) when the real set is gone.
+pub fn undo_set_input(
+    u: &SetUpdate<'_>,
+    old: Option<&IpSet>,
+    now: Option<&IpSet>,
+    tmp_now: bool,
+) -> Result<String, String> {
+    let sorted = |s: &IpSet| {
+        let mut v = s.entries.clone();
+        v.sort();
+        v.dedup();
+        v
+    };
     let mut out = String::new();
-    for u in updates {
-        let _ = writeln!(out, "swap {} {}\ndestroy {}", u.tmp, u.set, u.tmp);
-        if !u.exists {
-            let _ = writeln!(out, "destroy {}", u.set);
+    match (old, now) {
+        // Created by this run (or not yet): no rule of ours refers to it any more.
+        (None, _) => {
+            if tmp_now {
+                let _ = writeln!(out, "destroy {}", u.tmp);
+            }
+            if now.is_some() {
+                let _ = writeln!(out, "destroy {}", u.set);
+            }
+        }
+        (Some(_), None) => {
+            return Err(format!(
+                "{} no longer exists (an apply never destroys it)",
+                u.set
+            ))
+        }
+        // The swap did not happen (or changed nothing): only the temporary set is ours.
+        (Some(old), Some(now)) if sorted(old) == sorted(now) => {
+            if tmp_now {
+                let _ = writeln!(out, "destroy {}", u.tmp);
+            }
+        }
+        // Swapped: the temporary set is the old set.
+        (Some(_), Some(_)) if tmp_now => {
+            let _ = writeln!(out, "swap {} {}\ndestroy {}", u.tmp, u.set, u.tmp);
+        }
+        // Swapped and finished: the old members are rebuilt.
+        (Some(old), Some(_)) => {
+            let _ = writeln!(out, "create {} {}", u.tmp, old.create.join(" "));
+            for net in sorted(old) {
+                let _ = writeln!(out, "add {} {net}", u.tmp);
+            }
+            let _ = writeln!(out, "swap {} {}\ndestroy {}", u.tmp, u.set, u.tmp);
         }
     }
-    out
+    Ok(out)
 }

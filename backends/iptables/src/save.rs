@@ -259,6 +259,47 @@ pub fn parse_ipset_save(
     Ok(sets)
 }
 
+/// The names of `ipset list -n` output (one a line) that are among `ours`, in output order.
+pub fn parse_ipset_names(text: &str, ours: &[&str]) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|n| ours.contains(n))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The sources our chain's accept rules (saved `-A` lines) allow, sorted and without
+/// duplicates: each `-s NET`, and the whole `family` (`0.0.0.0/0`, `::/0`) for an accept rule
+/// without `-s`, since iptables-save omits a zero-length source. Rules that match a set, or
+/// negate anything, allow no range of their own and are skipped, like unparsable ones.
+pub fn accepted_sources(rules: &[String], family: Family) -> Vec<IpNet> {
+    let everyone = match family {
+        Family::V4 => "0.0.0.0/0",
+        Family::V6 => "::/0",
+    };
+    let mut nets: Vec<IpNet> = rules
+        .iter()
+        .filter_map(|text| tokenize(text).ok())
+        .filter(|t| {
+            t.windows(2).any(|w| w[0] == "-j" && w[1] == "ACCEPT")
+                && !t.iter().any(|w| w == "!" || w == "--match-set")
+        })
+        .filter_map(|t| match t.iter().position(|w| w == "-s") {
+            Some(i) => parse_cidr(t.get(i + 1)?).ok(),
+            None => parse_cidr(everyone).ok(),
+        })
+        .filter(|net| {
+            matches!(
+                (net, family),
+                (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6)
+            )
+        })
+        .collect();
+    nets.sort();
+    nets.dedup();
+    nets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +327,29 @@ mod tests {
     fn rules_outside_a_table_are_an_error() {
         let e = parse_save("-A INPUT -j ACCEPT\n", "filter", "test").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn accepted_sources_reads_omitted_zero_prefixes_and_skips_sets_and_negations() {
+        let rules: Vec<String> = [
+            "-A C -s 192.0.2.0/24 -p tcp -j ACCEPT",
+            "-A C -p tcp -m multiport --dports 80,443 -j ACCEPT",
+            "-A C -p tcp -m set --match-set cf-allowlist-v4 src -j ACCEPT",
+            "-A C ! -s 198.51.100.0/24 -p tcp -j ACCEPT",
+            "-A C -s 203.0.113.0/24 -p tcp -j DROP",
+            "-A C -s 192.0.2.0/24 -p udp -j ACCEPT",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            accepted_sources(&rules, Family::V4),
+            ["0.0.0.0/0", "192.0.2.0/24"].map(|s| s.parse::<IpNet>().unwrap())
+        );
+        let v6 = vec!["-A C -s ::1.2.3.4/128 -p tcp -j ACCEPT".to_string()];
+        assert_eq!(
+            accepted_sources(&v6, Family::V6),
+            ["::1.2.3.4/128".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]

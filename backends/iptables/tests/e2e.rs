@@ -4,7 +4,7 @@
 use cfa_core::{AllowList, Backend, Family, Plan, Protocol, RuleSpec, Runner, Structure};
 use cfa_iptables::{
     input_has_rules, IpsetMode, IptablesBackend, IptablesOptions, Tools, Variant, SET_V4, SET_V6,
-    TMP_SET_V4,
+    TMP_SET_V4, TMP_SET_V6,
 };
 use ipnet::IpNet;
 use testkit::tcp::{connect, Lab};
@@ -383,6 +383,101 @@ fn only_managed_families_are_touched() {
 }
 
 #[test]
+fn an_ipv4_only_spec_reads_and_writes_no_ipv6_object() {
+    for ipset in [IpsetMode::Always, IpsetMode::Never] {
+        let ns = NetNs::new("iptv4only");
+        // IPv6 objects of ours, as an earlier configuration with both families left them.
+        sync(
+            &backend(&ns, Variant::Nft, ipset, RuleSpec::default()),
+            &cloudflare(),
+        )
+        .unwrap();
+        let v6 = || {
+            let mut out = ns.exec_ok("ip6tables-nft-save", &[]);
+            if ipset == IpsetMode::Always {
+                out.push_str(&ns.exec_ok("ipset", &["save", SET_V6]));
+            }
+            out.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        };
+        let v6_before = v6();
+        assert!(v6_before.contains("CF-ALLOWLIST"), "{v6_before}");
+
+        let spec = RuleSpec {
+            families: vec![Family::V4],
+            ..RuleSpec::default()
+        };
+        let b = backend(&ns, Variant::Nft, ipset, spec);
+        assert_eq!(Backend::families(&b).unwrap(), [Family::V4]);
+        let live = b.read().unwrap();
+        assert!(live.entries.v6.is_empty(), "{:?}", live.entries);
+        assert_eq!(live.structure, Structure::Current);
+
+        let mut changed = cloudflare().only(&[Family::V4]);
+        changed.v4.remove(&"173.245.48.0/20".parse().unwrap());
+        let plan = Plan::new(&live, &changed).unwrap();
+        assert!(plan.after.v6.is_empty() && plan.remove.v6.is_empty());
+        b.check(&plan).unwrap();
+        b.apply(&plan).unwrap();
+        let after = b.read().unwrap();
+        assert_eq!(after.structure, Structure::Current);
+        assert_eq!(after.entries, changed);
+        assert_eq!(v6(), v6_before, "{ipset:?}: IPv6 objects changed");
+        assert!(!our_sets(&ns)
+            .iter()
+            .any(|s| s.starts_with(SET_V6) && s != SET_V6));
+    }
+}
+
+#[test]
+fn everyone_and_ipv4_compatible_addresses_read_back_as_written() {
+    // iptables-save omits `-s 0.0.0.0/0` and prints `::1.2.3.4` where Rust writes `::102:304`:
+    // rules generated otherwise are read back as outdated on every run.
+    for variant in [Variant::Nft, Variant::Legacy] {
+        let ns = NetNs::new("iptevery");
+        let b = backend(&ns, variant, IpsetMode::Never, RuleSpec::default());
+        let desired = list(&["0.0.0.0/0", "::/0", "::1.2.3.4/128", "::0.1.0.0/112"]);
+        sync(&b, &desired).unwrap();
+        assert_eq!(Plan::new(&b.read().unwrap(), &desired), None, "{variant}");
+
+        let b = backend(&ns, variant, IpsetMode::Always, RuleSpec::default());
+        let desired = list(&["198.51.100.0/24", "::1.2.3.4/128", "::0.1.0.0/112"]);
+        sync(&b, &desired).unwrap();
+        assert_eq!(Plan::new(&b.read().unwrap(), &desired), None, "{variant}");
+        b.purge().unwrap();
+    }
+}
+
+#[test]
+fn ipv6_is_left_out_when_ip6tables_is_missing() {
+    let ns = NetNs::new("iptnov6");
+    let b = backend(&ns, Variant::Nft, IpsetMode::Always, RuleSpec::default())
+        .with_tool_override("ip6tables-nft-save", "/nonexistent/ip6tables-nft-save");
+    assert_eq!(Backend::families(&b).unwrap(), [Family::V4]);
+    let live = b.read().unwrap();
+    assert!(
+        live.warnings
+            .iter()
+            .any(|w| w.contains("ipv6 ranges are not managed")
+                && w.contains("/nonexistent/ip6tables-nft-save")),
+        "{:?}",
+        live.warnings
+    );
+    let desired = cloudflare().only(&[Family::V4]);
+    let plan = Plan::new(&live, &desired).unwrap();
+    b.apply(&plan).unwrap();
+    assert_eq!(b.read().unwrap().entries, desired);
+    assert!(!ns
+        .exec_ok("ip6tables-nft-save", &[])
+        .contains("CF-ALLOWLIST"));
+    assert_eq!(our_sets(&ns), [SET_V4]);
+    b.purge().unwrap();
+    assert!(our_sets(&ns).is_empty());
+}
+
+#[test]
 fn auto_variant_follows_the_rules_and_input_has_rules_sees_them() {
     let ns = NetNs::new("iptauto");
     let runner = Runner::in_netns(ns.name());
@@ -412,7 +507,12 @@ fn bad_chain_names_are_refused() {
     for chain in [
         "",
         "INPUT",
+        "POSTROUTING",
+        "ACCEPT",
+        "LOG",
+        "MARK",
         "-x",
+        "!x",
         "has space",
         "A234567890123456789012345678X",
     ] {
@@ -422,6 +522,14 @@ fn bad_chain_names_are_refused() {
         };
         let err = IptablesBackend::new(options, RuleSpec::default(), Runner::new()).unwrap_err();
         assert!(err.to_string().contains("chain name"), "{err}");
+        assert!(
+            err.to_string().contains(&format!("`{chain}`")),
+            "{chain}: {err}"
+        );
+        assert_eq!(
+            cfa_iptables::validate_chain_name(chain).unwrap_err(),
+            err.to_string()
+        );
     }
 }
 
@@ -438,6 +546,24 @@ fn a_stale_temporary_set_is_reported_and_replaced() {
         live.warnings
     );
     sync(&b, &cloudflare()).unwrap();
+    assert_eq!(our_sets(&ns), [SET_V4, SET_V6]);
+    assert!(b.read().unwrap().warnings.is_empty());
+
+    // Left by a run killed after its swaps, with the allowlist in place: the entries are right,
+    // but only an apply removes the set, so the structure is outdated and the next run does.
+    ns.exec_ok(
+        "ipset",
+        &["create", TMP_SET_V6, "hash:net", "family", "inet6"],
+    );
+    let live = b.read().unwrap();
+    assert_eq!(live.entries, cloudflare());
+    assert!(
+        matches!(&live.structure, Structure::Outdated(why) if why.contains(TMP_SET_V6)),
+        "{:?}",
+        live.structure
+    );
+    let plan = sync(&b, &cloudflare()).expect("a leftover temporary set plans an apply");
+    assert!(plan.add.is_empty() && plan.remove.is_empty());
     assert_eq!(our_sets(&ns), [SET_V4, SET_V6]);
     assert!(b.read().unwrap().warnings.is_empty());
 }

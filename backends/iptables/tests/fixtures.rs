@@ -3,7 +3,7 @@
 
 use cfa_core::{Family, Protocol, RuleSpec};
 use cfa_iptables::rules::{self, SetUpdate, Sources};
-use cfa_iptables::save::{parse_ipset_save, parse_save};
+use cfa_iptables::save::{parse_ipset_save, parse_save, IpSet};
 use cfa_iptables::{DEFAULT_CHAIN, SET_V4, SET_V6, TMP_SET_V4, TMP_SET_V6};
 use ipnet::IpNet;
 
@@ -221,11 +221,39 @@ fn snapshot_ipset_swap_finish_and_undo() {
             entries: &v6,
         },
     ];
+    let set = |entries: &[IpNet], family: &str| IpSet {
+        create: format!("hash:net family {family} hashsize 1024 maxelem 65536 bucketsize 12")
+            .split(' ')
+            .map(String::from)
+            .collect(),
+        entries: entries.to_vec(),
+    };
+    let (v4, v6) = (set(&v4, "inet"), set(&v6, "inet6"));
+    // The old members, in another order than `ipset save` might print them.
+    let old_v6 = set(&nets(&["2606:4700::/32", "2400:cb00::/32"]), "inet6");
+    let undo = |u: &SetUpdate<'_>, old: Option<&IpSet>, now: Option<&IpSet>, tmp: bool| {
+        rules::undo_set_input(u, old, now, tmp).unwrap_or_else(|e| format!("Err: {e}\n"))
+    };
+    let [new_set, old_set] = &updates;
     insta::assert_snapshot!(format!(
-        "# apply\n{}# finish\n{}# undo\n{}",
-        rules::ipset_swap_input(&updates),
+        "# apply v4\n{}# apply v6\n{}# finish\n{}\
+         # undo v4 (created), swapped\n{}\
+         # undo v4 (created), failed before anything\n{}\
+         # undo v6, swapped\n{}\
+         # undo v6, failed before the swap\n{}\
+         # undo v6, failed before its first line\n{}\
+         # undo v6, swapped and finished (the temporary set is gone)\n{}\
+         # undo v6, the set is gone\n{}",
+        rules::ipset_swap_input(std::slice::from_ref(new_set)),
+        rules::ipset_swap_input(std::slice::from_ref(old_set)),
         rules::finish_sets(&updates),
-        rules::undo_sets(&updates)
+        undo(new_set, None, Some(&v4), true),
+        undo(new_set, None, None, false),
+        undo(old_set, Some(&old_v6), Some(&v6), true),
+        undo(old_set, Some(&old_v6), Some(&old_v6), true),
+        undo(old_set, Some(&old_v6), Some(&old_v6), false),
+        undo(old_set, Some(&old_v6), Some(&v6), false),
+        undo(old_set, Some(&old_v6), None, false),
     ));
 }
 
