@@ -85,6 +85,12 @@ fn load(cli: &Cli) -> Result<(Config, String), Failure> {
     if let Some(b) = cli.backend {
         config.backend = b;
     }
+    backends::check_options(&config).map_err(|message| {
+        Failure::from(crate::config::ConfigError::Invalid {
+            path: from.clone(),
+            message,
+        })
+    })?;
     Ok((config, from))
 }
 

@@ -18,11 +18,7 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
     };
     Ok(match kind {
         BackendKind::Nftables => Box::new(cfa_nftables::NftablesBackend::new(
-            cfa_nftables::NftOptions {
-                family: config.nftables.family.clone(),
-                table: config.nftables.table.clone(),
-                chain: config.nftables.chain.clone(),
-            },
+            nft_options(config),
             spec,
             runner,
         )?),
@@ -57,12 +53,45 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
                 dir: config.csf.dir.clone(),
                 ignore: config.csf.ignore,
                 reload: config.csf.reload.clone(),
+                recover: config.csf.recover.clone(),
             },
             spec,
             runner,
         )),
         BackendKind::Auto => unreachable!("auto is resolved above"),
     })
+}
+
+/// Checks what the configuration hands each backend, as the backend's own tool would read it, so
+/// that `check-config` (exit 78) refuses a name that would reach a tool wrongly: nftables family,
+/// table and chain, the iptables chain. Every backend's options are checked, whichever is chosen:
+/// `-b` and `auto` may pick any of them.
+pub fn check_options(config: &Config) -> Result<(), String> {
+    cfa_nftables::validate_options(&nft_options(config))?;
+    cfa_iptables::validate_chain_name(&config.iptables.chain)
+        .map_err(|e| format!("iptables.chain: {e}"))?;
+    let spec = config.rule_spec();
+    let holds = match config.nftables.family.as_str() {
+        "ip" => vec![cfa_core::Family::V4],
+        "ip6" => vec![cfa_core::Family::V6],
+        _ => cfa_core::Family::ALL.to_vec(),
+    };
+    if !spec.families.iter().any(|f| holds.contains(f)) {
+        return Err(format!(
+            "nftables.family: an {} table holds none of the managed families ({}); use an inet table, or change families",
+            config.nftables.family,
+            spec.families.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn nft_options(config: &Config) -> cfa_nftables::NftOptions {
+    cfa_nftables::NftOptions {
+        family: config.nftables.family.clone(),
+        table: config.nftables.table.clone(),
+        chain: config.nftables.chain.clone(),
+    }
 }
 
 /// `auto`: active ufw, else an installed csf, else rules present in iptables' filter INPUT,

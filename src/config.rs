@@ -549,6 +549,9 @@ pub struct CsfSettings {
     pub ignore: bool,
     /// The reload command, an argument vector.
     pub reload: Vec<String>,
+    /// The recovery command run after a failed reload left `csf.error` (csf then refuses `-ra`
+    /// but runs `-r`), an argument vector.
+    pub recover: Vec<String>,
 }
 
 impl Default for CsfSettings {
@@ -557,6 +560,7 @@ impl Default for CsfSettings {
             dir: "/etc/csf".into(),
             ignore: true,
             reload: vec!["csf".into(), "-ra".into()],
+            recover: vec!["csf".into(), "-r".into()],
         }
     }
 }
@@ -734,6 +738,9 @@ impl Config {
         if self.csf.reload.is_empty() || self.csf.reload[0].trim().is_empty() {
             return Err("csf.reload: the reload command is empty".into());
         }
+        if self.csf.recover.is_empty() || self.csf.recover[0].trim().is_empty() {
+            return Err("csf.recover: the recovery command is empty".into());
+        }
         for (key, path) in [
             ("state_dir", &self.state_dir),
             ("lock_file", &self.lock_file),
@@ -753,10 +760,7 @@ impl Config {
         if self.ufw.comment.is_empty() || self.ufw.comment.contains(['\'', '"', '\n']) {
             return Err("ufw.comment: must be non-empty, without quotes or newlines".into());
         }
-        for (key, name) in [
-            ("nftables.table", &self.nftables.table),
-            ("iptables.chain", &self.iptables.chain),
-        ] {
+        for (key, name) in [("nftables.table", &self.nftables.table)] {
             if name.is_empty()
                 || name.len() > 28
                 || !name

@@ -293,12 +293,16 @@ fn csf_changed_list_failed_reload_and_all_ports() {
     );
     std::fs::remove_file(dir.join("fail")).unwrap();
 
-    // ports: [] allows everything from Cloudflare: plain CIDR lines.
+    // ports: [] is every port of the protocol, inbound only: never a plain CIDR line, which
+    // csf opens in and out for every protocol.
     config("ports: []\n");
     env.run(&["sync"]).expect(0);
     let ours = std::fs::read_to_string(dir.join("cf-allowlist.allow")).unwrap();
     assert!(
-        ours.lines().any(|l| l == "173.245.48.0/20") && !ours.contains("d=443"),
+        ours.lines()
+            .any(|l| l == "tcp|in|d=1_65535|s=173.245.48.0/20")
+            && !ours.lines().any(|l| l == "173.245.48.0/20")
+            && !ours.contains("d=443"),
         "{ours}"
     );
     env.run(&["purge"]).expect(0);

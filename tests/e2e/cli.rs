@@ -9,6 +9,12 @@ fn bin(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "cf-allowlist panicked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         out.status.code().unwrap(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -23,6 +29,25 @@ fn usage_errors_exit_64_help_exits_0() {
     assert_eq!(bin(&["sync", "--random-delay", "soon"]).0, 64);
     assert_eq!(bin(&["--help"]).0, 0);
     assert!(bin(&["--version"]).1.starts_with("cf-allowlist "));
+}
+
+#[test]
+fn a_usage_error_with_output_json_prints_the_json_error() {
+    for args in [
+        &["--output", "json", "sync", "--no-such-flag"][..],
+        &["sync", "--output=json", "--random-delay", "soon"][..],
+    ] {
+        let (code, stdout, stderr) = bin(args);
+        assert_eq!(code, 64, "{args:?}");
+        let j: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {stdout}"));
+        assert_eq!(j["schema"], 1);
+        assert_eq!(j["error"]["kind"], "usage");
+        assert!(!j["error"]["message"].as_str().unwrap().is_empty());
+        assert!(stderr.contains("error:"), "clap's message stays on stderr");
+    }
+    let (_, stdout, _) = bin(&["sync", "--no-such-flag"]);
+    assert!(stdout.is_empty(), "text mode prints nothing on stdout");
 }
 
 #[test]

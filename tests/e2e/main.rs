@@ -3,5 +3,6 @@
 
 mod backends;
 mod cli;
+mod faults;
 mod nftables;
 mod util;
