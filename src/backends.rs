@@ -2,7 +2,7 @@
 
 use cfa_core::{Backend, BackendError, Runner};
 
-use crate::config::{BackendKind, Config, TriState, Variant};
+use crate::config::{BackendKind, Config};
 
 /// Builds the backend `kind` (resolving `auto`) for `config`.
 pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, BackendError> {
@@ -25,16 +25,8 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
         BackendKind::Iptables => Box::new(cfa_iptables::IptablesBackend::new(
             cfa_iptables::IptablesOptions {
                 chain: config.iptables.chain.clone(),
-                ipset: match config.iptables.ipset {
-                    TriState::Auto => cfa_iptables::IpsetMode::Auto,
-                    TriState::Always => cfa_iptables::IpsetMode::Always,
-                    TriState::Never => cfa_iptables::IpsetMode::Never,
-                },
-                variant: match config.iptables.variant {
-                    Variant::Auto => cfa_iptables::Variant::Auto,
-                    Variant::Nft => cfa_iptables::Variant::Nft,
-                    Variant::Legacy => cfa_iptables::Variant::Legacy,
-                },
+                ipset: config.iptables.ipset,
+                variant: config.iptables.variant,
             },
             spec,
             runner,

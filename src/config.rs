@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cfa_core::{parse_cidr, Family, Protocol, RuleSpec};
+use cfa_iptables::{IpsetMode, Variant};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -477,9 +478,11 @@ impl Default for NftSettings {
 pub struct IptablesSettings {
     /// Our chain.
     pub chain: String,
-    /// `auto`, `always` or `never`.
-    pub ipset: TriState,
-    /// `auto`, `nft` or `legacy`.
+    /// `auto`, `always` or `never`: the iptables backend's own type, spelled as it parses it.
+    #[serde(with = "by_name")]
+    pub ipset: IpsetMode,
+    /// `auto`, `nft` or `legacy`, likewise.
+    #[serde(with = "by_name")]
     pub variant: Variant,
 }
 
@@ -487,36 +490,32 @@ impl Default for IptablesSettings {
     fn default() -> Self {
         IptablesSettings {
             chain: "CF-ALLOWLIST".into(),
-            ipset: TriState::Auto,
+            ipset: IpsetMode::Auto,
             variant: Variant::Auto,
         }
     }
 }
 
-/// `iptables.ipset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TriState {
-    /// Use ipset when the tool is installed.
-    #[default]
-    Auto,
-    /// Always use ipset.
-    Always,
-    /// Never use ipset: one rule per range.
-    Never,
-}
+/// Serde for a backend's own option types through their `Display` / `FromStr` spelling (the
+/// backend crates know nothing of serde), so that the configuration has no twin enums to glue.
+mod by_name {
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-/// `iptables.variant`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    /// The variant that holds the host's rules.
-    #[default]
-    Auto,
-    /// iptables-nft.
-    Nft,
-    /// iptables-legacy.
-    Legacy,
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err = String>,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `ufw`.

@@ -14,6 +14,7 @@ use cfa_core::{
 };
 use cfa_ufw::tuple::parse_rules;
 use cfa_ufw::{is_active, UfwBackend, UfwOptions};
+use testkit::tcp::{connect, Lab};
 use testkit::NetNs;
 
 fn cloudflare() -> AllowList {
@@ -456,7 +457,8 @@ fn all_ports_both_protocols_and_a_spec_change_rebuild_our_rules() {
         "{:?}",
         live.structure
     );
-    assert!(live.entries.is_empty());
+    // Outdated rules still let their ranges in: they are live entries.
+    assert_eq!(live.entries, desired);
     sync(&tcp, &desired);
     let mut lines = u.tuples("user.rules");
     lines.extend(u.tuples("user6.rules"));
@@ -487,4 +489,299 @@ fn every_captured_rule_shape_round_trips_through_the_real_ufw() {
     };
     assert_eq!(u.tuples("user.rules"), lines(v4, false));
     assert_eq!(u.tuples("user6.rules"), lines(v6, true));
+}
+
+fn restricted(spec: RuleSpec) -> RuleSpec {
+    RuleSpec {
+        restrict: true,
+        ..spec
+    }
+}
+
+/// Our rules in one rules file: (action, source) in ufw's order.
+fn ours(u: &Ufw, file: &str) -> Vec<(String, String)> {
+    let text = fs::read_to_string(u.dir().join(file)).unwrap();
+    parse_rules(&text, file == "user6.rules")
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.has_comment("cf-allowlist"))
+        .map(|t| (t.action, t.src))
+        .collect()
+}
+
+fn strangers_blocked(client: &NetNs, port: u16) -> bool {
+    Lab::STRANGERS
+        .iter()
+        .all(|(src, dst)| connect(client, src, dst, port) == "timeout")
+}
+
+#[test]
+fn restrict_drops_strangers_with_a_deny_after_our_allows() {
+    let u = Ufw::new("ufwrst", false, true);
+    let client = NetNs::new("ufwrstc");
+    let _lab = Lab::new(&u.ns, &client, &[443]);
+    // With an ACCEPT policy only our deny rule keeps strangers out.
+    u.ufw(&["default", "allow", "incoming"]);
+    u.ufw(&["--force", "enable"]);
+    let (v4_ok, v6_ok) = (Lab::ALLOWED[0], Lab::ALLOWED[1]);
+    assert_eq!(connect(&client, v4_ok.0, v4_ok.1, 443), "ok");
+    assert!(!strangers_blocked(&client, 443), "open before the sync");
+
+    let b = u.backend(restricted(RuleSpec::default()));
+    let mut desired = list(&["173.245.48.0/20", Lab::ALLOWED_NETS[0], "2400:cb00::/32"]);
+    sync(&b, &desired);
+    assert_eq!(connect(&client, v4_ok.0, v4_ok.1, 443), "ok", "allowlisted");
+    assert_eq!(
+        connect(&client, v6_ok.0, v6_ok.1, 443),
+        "timeout",
+        "not on the list yet"
+    );
+    assert!(strangers_blocked(&client, 443));
+    assert_eq!(ours(&u, "user6.rules").last().unwrap().0, "deny");
+
+    // The operator opens 443 to everyone: appended after our deny, which shadows it.
+    u.ufw(&["allow", "443/tcp"]);
+    let live = b.read().unwrap();
+    assert_eq!(live.structure, Structure::Current);
+    assert!(
+        live.warnings
+            .iter()
+            .any(|w| w.contains("`443/tcp ALLOW Anywhere`")
+                && w.contains("come after cf-allowlist's deny rule")),
+        "{:?}",
+        live.warnings
+    );
+    assert!(strangers_blocked(&client, 443));
+
+    // A new range goes in before our deny: it connects, and the deny stays last among ours.
+    desired.insert(Lab::ALLOWED_NETS[1].parse().unwrap());
+    sync(&b, &desired);
+    assert_eq!(
+        connect(&client, v6_ok.0, v6_ok.1, 443),
+        "ok",
+        "inserted before the deny"
+    );
+    assert!(strangers_blocked(&client, 443));
+    assert_eq!(
+        ours(&u, "user6.rules"),
+        [
+            ("allow".to_string(), "2400:cb00::/32".to_string()),
+            ("allow".to_string(), "2001:db8:1::/64".to_string()),
+            ("deny".to_string(), "::/0".to_string()),
+        ]
+    );
+    let v6 = u.tuples("user6.rules");
+    assert!(
+        v6.last().unwrap().contains(" 443 ::/0 any ::/0 in"),
+        "the operator's rule stays last: {v6:#?}"
+    );
+
+    // Our deny deleted by hand: re-created.
+    u.ufw(&[
+        "delete", "deny", "proto", "tcp", "from", "any", "to", "any", "port", "80,443",
+    ]);
+    assert!(!strangers_blocked(&client, 443));
+    let live = b.read().unwrap();
+    assert!(
+        matches!(&live.structure, Structure::Outdated(why) if why.contains("restrict: true cannot hold") && why.contains("`ufw delete allow 443/tcp`")),
+        "the operator's rule now comes before the deny we would add: {:?}",
+        live.structure
+    );
+    let plan = Plan::new(&live, &desired).unwrap();
+    let before = u.files();
+    for result in [b.check(&plan), b.apply(&plan)] {
+        match result {
+            Err(BackendError::Conflict(m)) => {
+                assert!(m.contains("`443/tcp ALLOW Anywhere` and `443/tcp (v6) ALLOW Anywhere (v6)` (`ufw delete allow 443/tcp`)"), "{m}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(u.files(), before, "nothing was written");
+    // Doing what the message says makes it work.
+    u.ufw(&["delete", "allow", "443/tcp"]);
+    sync(&b, &desired);
+    assert!(strangers_blocked(&client, 443));
+    for (src, dst) in Lab::ALLOWED {
+        assert_eq!(connect(&client, src, dst, 443), "ok", "allowlisted {src}");
+    }
+
+    // restrict turned off: our deny goes, with a warning that nothing restricts now.
+    let open = u.backend(RuleSpec::default());
+    let live = open.read().unwrap();
+    assert!(
+        matches!(&live.structure, Structure::Outdated(why) if why.contains("restrict: false")),
+        "{:?}",
+        live.structure
+    );
+    sync(&open, &desired);
+    assert!(ours(&u, "user.rules").iter().all(|(a, _)| a == "allow"));
+    assert!(ours(&u, "user6.rules").iter().all(|(a, _)| a == "allow"));
+    assert!(!strangers_blocked(&client, 443));
+    assert!(
+        open.read().unwrap().warnings.iter().any(|w| w
+            .contains("the allowlist does not restrict: ufw's default incoming policy is ACCEPT")),
+        "policy warning"
+    );
+
+    // Back on, then purged: everything of ours goes, strangers are back.
+    sync(&b, &desired);
+    assert!(strangers_blocked(&client, 443));
+    b.purge().unwrap();
+    assert!(ours(&u, "user.rules").is_empty() && ours(&u, "user6.rules").is_empty());
+    for (src, dst) in Lab::STRANGERS {
+        assert_eq!(connect(&client, src, dst, 443), "ok", "after purge {src}");
+    }
+}
+
+#[test]
+fn restrict_is_refused_while_an_app_profile_opens_the_ports_first() {
+    let u = Ufw::new("ufwapp", true, true);
+    fs::write(
+        u.dir().join("applications.d/nginx"),
+        "[Nginx Full]\ntitle=Web Server (Nginx, HTTP + HTTPS)\ndescription=Nginx\nports=80,443/tcp\n",
+    )
+    .unwrap();
+    u.ufw(&["allow", "Nginx Full"]);
+    // Without restrict: a warning that the allowlist does not restrict.
+    let open = u.backend(RuleSpec::default());
+    let live = open.read().unwrap();
+    assert_eq!(
+        live.warnings,
+        [
+            "the allowlist does not restrict: the ufw rule(s) `Nginx Full ALLOW Anywhere` and \
+          `Nginx Full (v6) ALLOW Anywhere (v6)` (`ufw delete allow 'Nginx Full'`) let every \
+          source reach port 80,443 over tcp (restrict: false)"
+        ]
+    );
+    let b = u.backend(restricted(RuleSpec::default()));
+    let before = u.files();
+    let live = b.read().unwrap();
+    let plan = Plan::new(&live, &list(&["173.245.48.0/20"])).unwrap();
+    for result in [b.check(&plan), b.apply(&plan)] {
+        match result {
+            Err(BackendError::Conflict(m)) => assert!(
+                m.contains("`Nginx Full ALLOW Anywhere`")
+                    && m.contains("`ufw delete allow 'Nginx Full'`"),
+                "{m}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(u.files(), before, "nothing was written");
+    u.ufw(&["delete", "allow", "Nginx Full"]);
+    sync(&b, &list(&["173.245.48.0/20"]));
+}
+
+#[test]
+fn restrict_inserts_land_where_ufws_numbering_says_with_multi_protocol_apps() {
+    // CIFS is two tuples per family (udp and tcp) that ufw numbers as one rule.
+    let u = Ufw::new("ufwnum", true, true);
+    u.ufw(&["allow", "from", "10.0.0.0/8", "to", "any", "app", "CIFS"]);
+    u.ufw(&["allow", "from", "fd00::/8", "to", "any", "app", "CIFS"]);
+    let b = u.backend(restricted(RuleSpec::default()));
+    sync(&b, &list(&["173.245.48.0/20", "2400:cb00::/32"]));
+    let desired = list(&[
+        "173.245.48.0/20",
+        "103.21.244.0/22",
+        "104.16.0.0/13",
+        "2400:cb00::/32",
+        "2606:4700::/32",
+    ]);
+    sync(&b, &desired);
+    let sources = |file| {
+        ours(&u, file)
+            .into_iter()
+            .map(|(a, s)| format!("{a} {s}"))
+            .collect::<Vec<_>>()
+    };
+    let v4 = sources("user.rules");
+    assert_eq!(v4.len(), 4, "{v4:?}");
+    assert_eq!(v4.last().unwrap(), "deny 0.0.0.0/0", "{v4:?}");
+    assert_eq!(sources("user6.rules").last().unwrap(), "deny ::/0");
+    // The operator's tuples are untouched, first.
+    assert!(
+        u.tuples("user.rules")[0].contains("CIFS") && u.tuples("user.rules")[1].contains("CIFS")
+    );
+    assert!(u.tuples("user6.rules")[1].contains("CIFS"));
+    b.purge().unwrap();
+    assert_eq!(u.tuples("user.rules").len(), 2);
+}
+
+#[test]
+fn a_failed_insert_with_restrict_is_undone() {
+    let u = Ufw::new("ufwrfail", true, true);
+    let b = u.backend(restricted(RuleSpec::default()));
+    sync(&b, &list(&["173.245.48.0/20", "2400:cb00::/32"]));
+    u.ufw(&["allow", "22/tcp"]);
+    let files = u.files();
+    let live = b.read().unwrap();
+    let plan = Plan::new(
+        &live,
+        &list(&[
+            "173.245.48.0/20",
+            "104.16.0.0/13",
+            "2400:cb00::/32",
+            "2606:4700::/32",
+        ]),
+    )
+    .unwrap();
+    let err = {
+        let _guard = Immutable::set(u.dir().join("user6.rules"));
+        b.apply(&plan).unwrap_err()
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ufw insert") && msg.contains("2606:4700::/32"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the 1 step(s) already applied were undone"),
+        "{msg}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&u.files()[0].0),
+        String::from_utf8_lossy(&files[0].0),
+        "user.rules restored byte for byte"
+    );
+    assert_eq!(b.read().unwrap(), live);
+}
+
+#[test]
+fn a_degraded_run_after_a_ports_change_keeps_every_live_range() {
+    let u = Ufw::new("ufwdeg", true, true);
+    let old = list(&[
+        "173.245.48.0/20",
+        "103.21.244.0/22",
+        "104.16.0.0/13",
+        "2400:cb00::/32",
+    ]);
+    sync(&u.backend(RuleSpec::default()), &old);
+    // The configuration now says 443 only, and the source is unreachable: the cache (here a
+    // list with one range) serves, add-only, as the engine does it.
+    let b = u.backend(RuleSpec {
+        ports: vec![443],
+        ..RuleSpec::default()
+    });
+    let live = b.read().unwrap();
+    assert_eq!(live.entries, old, "rules of the old shape are live entries");
+    assert!(matches!(live.structure, Structure::Outdated(_)));
+    let cache = list(&["104.16.0.0/13"]);
+    let target = cache.union(&live.entries).aggregate();
+    let plan = Plan::new(&live, &target).unwrap();
+    assert_eq!(plan.before.len(), 4, "the shrink guard counts them");
+    assert!(plan.remove.is_empty());
+    b.check(&plan).unwrap();
+    b.apply(&plan).unwrap();
+    let after = b.read().unwrap();
+    assert_eq!(after.structure, Structure::Current);
+    assert_eq!(after.entries, old, "nothing deleted");
+    assert!(
+        u.tuples("user.rules")
+            .iter()
+            .all(|t| t.contains(" tcp 443 ")),
+        "{:#?}",
+        u.tuples("user.rules")
+    );
+    assert_eq!(kernel_sources(&u.kernel(false)).len(), 3);
 }
