@@ -196,6 +196,12 @@ pub fn run_in(ns: &NetNs, config: &Path, args: &[&str]) -> Out {
         .env_remove("CF_ALLOWLIST_LOG")
         .output()
         .expect("run cf-allowlist");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "cf-allowlist panicked (exit 101): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
