@@ -312,3 +312,43 @@ fn csf_changed_list_failed_reload_and_all_ports() {
         "CRLF, no final newline: byte for byte"
     );
 }
+
+/// `families: [ipv4]` is one decision for the plan, the objects and the verification: iptables
+/// converges (before, it failed verification on every run) and csf writes no IPv6 line.
+#[test]
+fn ipv4_only_is_honoured_by_iptables_and_csf() {
+    let env = Env::new("v4only");
+    env.config("backend: iptables\nfamilies: [ipv4]\niptables: { variant: nft, ipset: always }\n");
+    let j = env.run(&["sync", "--output", "json"]).expect(0).json();
+    assert_eq!(j["after"]["ipv6"], serde_json::json!([]), "{j}");
+    assert_eq!(j["after"]["ipv4"].as_array().unwrap().len(), 15);
+    let j = env
+        .run(&["sync", "--output", "json", "--detailed-exitcode"])
+        .expect(0)
+        .json();
+    assert_eq!(j["changed"], false, "{j}");
+    assert!(!iptables_save(&env, "ip6tables-nft-save").contains("CF-ALLOWLIST"));
+    assert!(!env.ns.exec("ipset", &["list", "cf-allowlist-v6"]).0);
+    env.run(&["purge"]).expect(0);
+
+    let (dir, _) = csf_dir(&env);
+    env.config(&format!(
+        "backend: csf\nfamilies: [ipv4]\ncsf: {{ dir: {}, reload: [\"{}\"] }}\n",
+        dir.display(),
+        env.path("reload").display()
+    ));
+    env.run(&["sync"]).expect(0);
+    for file in ["cf-allowlist.allow", "cf-allowlist.ignore"] {
+        let ours = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(ours.contains("173.245.48.0/20"), "{ours}");
+        assert!(
+            !ours.contains("2400:cb00::/32"),
+            "{file} has no IPv6: {ours}"
+        );
+    }
+    let j = env
+        .run(&["sync", "--output", "json", "--detailed-exitcode"])
+        .expect(0)
+        .json();
+    assert_eq!(j["changed"], false, "{j}");
+}
