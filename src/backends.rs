@@ -11,6 +11,15 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
     let kind = match kind {
         BackendKind::Auto => {
             let k = detect(config, &runner);
+            if k == BackendKind::Nftables && !runner.has("nft") {
+                return Err(BackendError::Conflict(format!(
+                    "backend: auto found no firewall tool: no active ufw, no csf ({}), no rules in \
+                     iptables' INPUT chain, and no `nft` on PATH or in /usr/sbin, /sbin; install \
+                     nftables (`apt-get install nftables`, `dnf install nftables`) or the \
+                     firewall this host uses, or name it with `backend:`",
+                    config.csf.dir.join("csf.conf").display()
+                )));
+            }
             tracing::info!(backend = %k, "backend: auto chose {k}");
             k
         }

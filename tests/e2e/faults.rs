@@ -773,8 +773,41 @@ fn missing_tool_and_not_root() {
         assert_eq!(out.status.code(), Some(1), "{kind:?}: {out:?}");
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
         let message = j["error"]["message"].as_str().unwrap().to_string();
-        assert!(message.contains("not found"), "{kind:?}: {message}");
+        assert!(
+            message.contains("not found") || message.contains("not installed"),
+            "{kind:?}: the missing tool is named: {message}"
+        );
         assert_eq!(rig.snapshot(), a, "{kind:?}");
+        if kind == Kind::Nftables {
+            // `auto` with no tool at all says what it looked for and what to install.
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    rig.env.ns.name(),
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                ])
+                .arg("mount -t tmpfs none /usr/sbin && exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
+                .arg("-c")
+                .arg(rig.env.path("config.yaml"))
+                .args(["-b", "auto", "sync", "--output", "json"])
+                .env("PATH", "/usr/sbin:/usr/bin:/bin")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let message = j["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("found no firewall tool") && message.contains("install nftables"),
+                "{message}"
+            );
+        }
 
         // Not root: the lock file and the firewall are out of reach.
         let out = Command::new("ip")
