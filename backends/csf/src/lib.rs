@@ -216,7 +216,7 @@ impl CsfBackend {
     /// to change are checked as they will be. An included file that is missing or unreadable is
     /// skipped (csf reads nothing from it either), as is a relative include path (relative to
     /// csf's working directory, which is not ours to guess).
-    fn bad_lines(&self, changes: &[Change]) -> Result<Vec<String>, BackendError> {
+    fn bad_lines(&self, changes: &[Change]) -> Result<Vec<(List, String)>, BackendError> {
         // (file, list grammar, whether it is csf.allow / csf.ignore itself)
         let mut queue = VecDeque::from([
             (self.path(Kind::Allow.includer()), List::Allow, true),
@@ -265,11 +265,14 @@ impl CsfBackend {
             // numbered as the operator sees them now.
             for line in text::csf_lines(current.as_deref().unwrap_or_default()) {
                 if let Some(why) = text::line_problem(list, line.raw) {
-                    bad.push(format!(
-                        "{} line {} {:?}: {why}",
-                        path.display(),
-                        line.number,
-                        String::from_utf8_lossy(line.raw).trim()
+                    bad.push((
+                        list,
+                        format!(
+                            "{} line {} {:?}: {why}",
+                            path.display(),
+                            line.number,
+                            String::from_utf8_lossy(line.raw).trim()
+                        ),
                     ));
                 }
             }
@@ -280,7 +283,14 @@ impl CsfBackend {
     /// Refuses `changes` when csf could not use a line of its lists once they are made: reloading
     /// then would fail, open the firewall and leave csf refusing `csf -ra`.
     fn check_lists(&self, changes: &[Change]) -> Result<(), BackendError> {
-        let bad = self.bad_lines(changes)?;
+        // Only csf.allow's grammar can make csf fail to start; a bad csf.ignore line is skipped
+        // by lfd and only warned about (by `read`), it does not stop a sync.
+        let bad: Vec<String> = self
+            .bad_lines(changes)?
+            .into_iter()
+            .filter(|(list, _)| *list == List::Allow)
+            .map(|(_, line)| line)
+            .collect();
         if bad.is_empty() {
             return Ok(());
         }
@@ -716,10 +726,13 @@ impl Backend for CsfBackend {
                 String::from_utf8_lossy(&bytes).trim()
             ));
         }
-        for bad in self.bad_lines(&[])?.into_iter().take(MAX_QUOTED_LINES) {
-            warnings.push(format!(
-                "csf cannot use {bad}: fix it, or csf's next restart fails and leaves the firewall open"
-            ));
+        for (list, bad) in self.bad_lines(&[])?.into_iter().take(MAX_QUOTED_LINES) {
+            warnings.push(match list {
+                List::Allow => format!(
+                    "csf cannot use {bad}: fix it, or csf's next restart fails and leaves the firewall open"
+                ),
+                List::Ignore => format!("lfd skips {bad}"),
+            });
         }
 
         let allow = self.read_generated(Kind::Allow)?;

@@ -816,7 +816,7 @@ fn operator_line_csf_cannot_use_is_refused_before_anything() {
 }
 
 #[test]
-fn bad_lines_in_included_files_and_csf_ignore_are_refused() {
+fn bad_lines_in_included_files_are_refused_and_in_csf_ignore_warned() {
     let env = Env::new();
     let extra = env.path("extra.allow");
     env.write(
@@ -841,12 +841,25 @@ fn bad_lines_in_included_files_and_csf_ignore_are_refused() {
         "{msg}"
     );
     assert!(
-        msg.contains(&format!("{} line 8", env.path("csf.ignore").display()))
-            && msg.contains("lfd reads csf.ignore as plain addresses only"),
-        "{msg}"
+        !msg.contains("csf.ignore line"),
+        "csf.ignore's line does not block: {msg}"
     );
     assert_eq!(env.reloads(), 0);
     assert!(env.read(ALLOW_FILE).is_none());
+
+    // A bad csf.ignore line alone cannot stop csf from starting (only lfd reads that file, and
+    // skips the line): it is warned about, and the sync goes on.
+    env.write("csf.allow", ALLOW);
+    let live = env.backend().read().unwrap();
+    assert!(
+        live.warnings.iter().any(|w| w
+            .contains(&format!("{} line 8", env.path("csf.ignore").display()))
+            && w.contains("lfd reads csf.ignore as plain addresses only")),
+        "{:?}",
+        live.warnings
+    );
+    assert!(sync(&env.backend(), &cloudflare()).unwrap());
+    assert_eq!(env.reloads(), 1);
 }
 
 /// Non-ASCII operator lines (comments in any language, a NEL byte) used to panic on every
