@@ -5,7 +5,7 @@ use std::time::Duration;
 use cfa_core::{AllowList, Backend, Family, Plan};
 use serde_json::{json, Value};
 
-use crate::cli::{Cli, Command, PurgeArgs, SyncArgs};
+use crate::cli::{AuditArgs, Cli, Command, OutputFormat, PurgeArgs, SyncArgs};
 use crate::config::{Config, ConfigError};
 use crate::fetch::{Fetcher, HttpConfig};
 use crate::sources::{Resolved, Resolver};
@@ -77,6 +77,7 @@ pub fn run(cli: &Cli) -> Result<Report, Failure> {
         Command::Fetch => fetch(cli),
         Command::Sync(args) => sync(cli, args),
         Command::Purge(args) => purge(cli, args),
+        Command::Audit(args) => audit(cli, args),
     }
 }
 
@@ -85,18 +86,22 @@ fn load(cli: &Cli) -> Result<(Config, String), Failure> {
     if let Some(b) = cli.backend {
         config.backend = b;
     }
-    backends::check_options(&config).map_err(|message| {
+    let invalid = |message: String| {
         Failure::from(crate::config::ConfigError::Invalid {
             path: from.clone(),
             message,
         })
-    })?;
+    };
+    backends::check_options(&config).map_err(invalid)?;
+    // An unusable CA file is a configuration error found before anything is written (the lock).
+    if let Some(path) = &config.fetch.ca_file {
+        crate::fetch::load_ca_file(path).map_err(|e| invalid(format!("fetch.ca_file: {e}")))?;
+    }
     Ok((config, from))
 }
 
 fn check_config(cli: &Cli) -> Result<Report, Failure> {
     let (config, from) = load(cli)?;
-    fetcher(&config)?;
     let yaml = config.to_yaml();
     Ok(Report {
         text: format!("# configuration OK: {from}\n{yaml}"),
@@ -347,6 +352,64 @@ fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
         json: change.json(),
         warnings: live.warnings.clone(),
         exit: exit::OK,
+    })
+}
+
+/// `audit`: read-only. No lock is taken (nothing is written), no state is saved, and the only
+/// firewall calls are reads.
+fn audit(cli: &Cli, args: &AuditArgs) -> Result<Report, Failure> {
+    let (config, _) = load(cli)?;
+    let desired = resolve(&config, args.offline)?;
+    let runner = cfa_core::Runner::new();
+    let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
+    let live = backend.read().map_err(|e| e.to_string());
+    let families = match &live {
+        Ok(_) => managed_families(&config, backend.as_ref())?,
+        Err(_) => config.rule_spec().families,
+    };
+    let detected_other = match config.backend {
+        crate::config::BackendKind::Auto => None,
+        configured => {
+            let found = backends::detect(&config, &runner);
+            (found != configured && found != crate::config::BackendKind::Nftables)
+                .then(|| found.to_string())
+        }
+    };
+    let (rulesets, unreadable) = crate::audit::rulesets(&runner);
+    let mut spec = config.rule_spec();
+    spec.families = families.clone();
+    let observed = crate::audit::Observed {
+        backend: backend.name().to_string(),
+        detected_other,
+        live,
+        desired: desired.list.only(&families),
+        sources: desired.sources,
+        state_present: config.state_dir.join(state::STATE_FILE).exists(),
+        spec,
+        max_age: config.audit.max_age.0.as_secs(),
+        rulesets,
+        unreadable,
+        sockets: [cfa_eval::L4::Tcp, cfa_eval::L4::Udp]
+            .into_iter()
+            .flat_map(crate::listen::sockets)
+            .collect(),
+        owners: crate::listen::owners(),
+    };
+    let findings = crate::audit::analyze(&observed, state::now());
+    let found = crate::audit::worst(&findings) > Some(crate::audit::Severity::Info);
+    let (text, exit) = if cli.output == OutputFormat::Nagios {
+        crate::audit::nagios(&observed, &findings)
+    } else {
+        (
+            crate::audit::text(&observed, &findings),
+            if found { exit::CHANGED } else { exit::OK },
+        )
+    };
+    Ok(Report {
+        text,
+        json: crate::audit::json(&observed, &findings),
+        warnings: desired.warnings,
+        exit,
     })
 }
 

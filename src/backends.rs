@@ -97,7 +97,7 @@ fn nft_options(config: &Config) -> cfa_nftables::NftOptions {
 
 /// `auto`: active ufw, else an installed csf, else rules present in iptables' filter INPUT,
 /// else nftables.
-fn detect(config: &Config, runner: &Runner) -> BackendKind {
+pub fn detect(config: &Config, runner: &Runner) -> BackendKind {
     if cfa_ufw::is_active(runner) {
         BackendKind::Ufw
     } else if cfa_csf::is_installed(&config.csf.dir) {

@@ -7,8 +7,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{BackendKind, HumanDuration};
 
 /// Keep this server's firewall allowlist equal to Cloudflare's published IP ranges.
+///
+/// cf-allowlist fetches Cloudflare's ranges (and any the operator adds), validates them strictly,
+/// plans the difference against the live firewall (nftables, iptables with or without ipset, ufw
+/// or csf), refuses lists and plans that would lock Cloudflare out or open the origin wider, and
+/// applies the change atomically, then reads it back. An unreachable list serves the last good
+/// one, add-only. `audit` tells why an origin shows Error 521. Run `sync` from the packaged
+/// systemd timer, or from cron.
 #[derive(Debug, Parser)]
-#[command(name = "cf-allowlist", version, about, long_about = None)]
+#[command(name = "cf-allowlist", version, about)]
 pub struct Cli {
     /// Configuration file [default: /etc/cf-allowlist/config.yaml, built-in defaults when absent].
     #[arg(short, long, global = true, value_name = "PATH")]
@@ -37,6 +44,8 @@ pub enum OutputFormat {
     Text,
     /// One JSON object (`"schema": 1`), for Ansible and scripts.
     Json,
+    /// A Nagios/Icinga plugin line with perfdata, exit 0-3 (`audit` only).
+    Nagios,
 }
 
 /// The commands.
@@ -48,6 +57,9 @@ pub enum Command {
     Fetch,
     /// Remove every object this tool owns from the backend.
     Purge(PurgeArgs),
+    /// Read-only: is the allowlist there, current and effective? Would Cloudflare's SYN reach the
+    /// web server, and would a stranger's? (The Error 521 doctor.)
+    Audit(AuditArgs),
     /// Validate the configuration and print the effective configuration.
     CheckConfig,
 }
@@ -70,6 +82,14 @@ pub struct SyncArgs {
     /// Sleep a random time up to this first (e.g. 10m), to spread a fleet's cron runs.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub random_delay: Option<HumanDuration>,
+}
+
+/// `audit` options.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Judge against the cached list (else the embedded snapshot) without asking the network.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `purge` options.

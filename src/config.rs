@@ -234,10 +234,13 @@ impl FromStr for HumanDuration {
             "" | "s" => (1000, true),
             "m" => (60_000, true),
             "h" => (3_600_000, true),
+            "d" => (86_400_000, true),
             _ => (0, false),
         };
         if !unit_ok {
-            return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"));
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
         }
         n.checked_mul(ms_per_unit)
             .map(|ms| HumanDuration(Duration::from_millis(ms)))
@@ -248,7 +251,9 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(3_600_000) && ms > 0 {
+        if ms.is_multiple_of(86_400_000) && ms > 0 {
+            write!(f, "{}d", ms / 86_400_000)
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
         } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
@@ -449,6 +454,22 @@ impl Default for FetchSettings {
     }
 }
 
+/// `audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// A cached list older than this is reported as `stale`.
+    pub max_age: HumanDuration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            max_age: HumanDuration(Duration::from_secs(7 * 86_400)),
+        }
+    }
+}
+
 /// `nftables`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -594,6 +615,8 @@ pub struct Config {
     pub lock_file: PathBuf,
     /// How long a run waits for another to finish before giving up.
     pub lock_timeout: HumanDuration,
+    /// `audit` settings.
+    pub audit: AuditSettings,
     /// nftables backend settings.
     pub nftables: NftSettings,
     /// iptables backend settings.
@@ -618,6 +641,7 @@ impl Default for Config {
             state_dir: "/var/lib/cf-allowlist".into(),
             lock_file: "/run/cf-allowlist.lock".into(),
             lock_timeout: HumanDuration(Duration::from_secs(60)),
+            audit: AuditSettings::default(),
             nftables: NftSettings::default(),
             iptables: IptablesSettings::default(),
             ufw: UfwSettings::default(),
@@ -634,7 +658,7 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        let text = match std::fs::read_to_string(&path) {
+        let bytes = match read_bounded(&path) {
             Ok(t) => t,
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Config::default(), "built-in defaults".into()));
@@ -642,6 +666,19 @@ impl Config {
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
         let name = path.display().to_string();
+        let invalid = |message: String| ConfigError::Invalid {
+            path: name.clone(),
+            message,
+        };
+        // The YAML parser stops at a NUL byte and would read a torn file (a crash mid-write
+        // leaves zeros) as whatever came before it, or as the defaults.
+        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+            return Err(invalid(format!(
+                "the file has a NUL byte at offset {at}: not a text file (a torn write?)"
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| invalid(format!("the file is not UTF-8 ({e})")))?;
         let config = Config::parse(&text, &name)?;
         Ok((config, name))
     }
@@ -794,6 +831,27 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// The largest configuration file read: far above any real one, and a bound on `-c /dev/zero`.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads at most [`MAX_CONFIG_BYTES`]; a larger file (or an endless one) is an error.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} bytes; not a configuration file",
+                MAX_CONFIG_BYTES
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// https always; plain http only to a loopback host (tests, local mirrors).

@@ -6,10 +6,12 @@
 //! ([`app`]) -> [`report`].
 
 pub mod app;
+pub mod audit;
 pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod listen;
 pub mod lock;
 pub mod plan;
 pub mod report;

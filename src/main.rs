@@ -39,6 +39,11 @@ fn main() -> ExitCode {
     };
     init_logging(&cli);
     let json_mode = cli.output == OutputFormat::Json;
+    let nagios_mode = cli.output == OutputFormat::Nagios;
+    if nagios_mode && !matches!(cli.command, cf_allowlist::cli::Command::Audit(_)) {
+        eprintln!("error: --output nagios is for `audit` only");
+        return ExitCode::from(exit::USAGE);
+    }
     let mut stdout = std::io::stdout().lock();
     match app::run(&cli) {
         Ok(report) => {
@@ -47,13 +52,23 @@ fn main() -> ExitCode {
             }
             if json_mode {
                 let _ = writeln!(stdout, "{}", report.json);
-            } else if !cli.quiet {
+            } else if nagios_mode || !cli.quiet {
                 let _ = write!(stdout, "{}", report.text);
             }
             ExitCode::from(report.exit)
         }
         Err(failure) => {
             tracing::error!("{}", failure.message);
+            if nagios_mode {
+                // The plugin could not decide: UNKNOWN, whatever went wrong.
+                let line = failure.message.lines().next().unwrap_or_default();
+                let _ = writeln!(
+                    stdout,
+                    "CF-ALLOWLIST UNKNOWN - {} error: {line}",
+                    failure.kind
+                );
+                return ExitCode::from(3);
+            }
             if json_mode {
                 let _ = writeln!(
                     stdout,

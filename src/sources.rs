@@ -589,6 +589,9 @@ pub fn parse_api(text: &str) -> Result<(AllowList, Option<String>), String> {
             list.insert(net);
         }
     }
+    if list.is_empty() {
+        return Err("the API answer lists no ranges; refusing to treat it as an empty list".into());
+    }
     let etag = result.get("etag").and_then(Value::as_str).map(String::from);
     Ok((list, etag))
 }

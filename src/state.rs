@@ -86,6 +86,15 @@ impl State {
         }
         match std::fs::read_to_string(&path) {
             Ok(text) => match serde_json::from_str::<State>(&text) {
+                // A newer version's file may mean something else by the same fields.
+                Ok(s) if s.schema != 1 => (
+                    State::default(),
+                    Some(format!(
+                        "ignoring state file {}: schema {} is not 1 (written by another version of cf-allowlist)",
+                        path.display(),
+                        s.schema
+                    )),
+                ),
                 Ok(s) => (s, None),
                 Err(e) => (
                     State::default(),

@@ -230,3 +230,163 @@ pub fn add_foreign_table(ns: &NetNs) -> String {
     );
     ns.exec_ok("nft", &["-a", "list", "table", "inet", "web"])
 }
+
+// Helpers for the fault matrices (config_faults.rs, host_faults.rs).
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cf-allowlist")
+}
+
+/// Runs `cmd` with stdout and stderr captured, killing it if it has not finished within
+/// `limit`. Returns the output and how long it ran; `None` for the output when it was killed.
+/// A panic (exit 101) fails the test, as in [`run_in`].
+pub fn run_bounded(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> (Option<Out>, std::time::Duration) {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let started = Instant::now();
+    let mut child = cmd
+        .env_remove("CF_ALLOWLIST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        return (None, elapsed);
+    };
+    assert_ne!(
+        status.code(),
+        Some(101),
+        "cf-allowlist panicked (exit 101): {stderr}"
+    );
+    let out = Out {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    };
+    (Some(out), elapsed)
+}
+
+/// Every path under `dir` (relative, sorted, `/` appended to directories): to show that a run
+/// wrote nothing.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(base).unwrap().display().to_string();
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                out.push(format!("{rel}/"));
+                walk(base, &path, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+impl Env {
+    /// Runs the binary in the namespace inside a private mount namespace of its own, between
+    /// `setup` and `after` (`sh` scripts; mounts made there vanish with the run), bounded by
+    /// `limit`. The exit code is the binary's. `None` when the run had to be killed.
+    pub fn run_with_mounts(
+        &self,
+        setup: &str,
+        after: &str,
+        args: &[&str],
+        limit: std::time::Duration,
+    ) -> Option<Out> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.ns.name()])
+            .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "set -e\n{setup}\nset +e\n\"$0\" \"$@\"\nrc=$?\n{after}\nexit $rc"
+            ))
+            .arg(bin())
+            .arg("-c")
+            .arg(self.path("config.yaml"))
+            .args(args);
+        run_bounded(cmd, limit).0
+    }
+
+    /// Points `state_dir` in the config at `dir` (the config otherwise as [`Env::config`] wrote it).
+    pub fn set_state_dir(&self, dir: &Path) {
+        let path = self.path("config.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("state_dir:") {
+                    format!("state_dir: {}\n", dir.display())
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Starts the binary in the namespace without waiting (for concurrent runs).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", self.ns.name(), bin(), "-c"])
+            .arg(self.path("config.yaml"))
+            .args(args)
+            .env_remove("CF_ALLOWLIST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cf-allowlist")
+    }
+}
+
+/// The output of a spawned run (see [`Env::spawn`]), failing the test on a panic.
+pub fn finish(child: std::process::Child) -> Out {
+    let out = child.wait_with_output().expect("wait for cf-allowlist");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "cf-allowlist panicked (exit 101): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
