@@ -31,3 +31,4 @@ for ns in $(ip netns list 2>/dev/null | awk '/^cfa-/ {print $1}'); do
 done
 
 cargo test --workspace --locked "$@"
+scripts/test-packaging.sh
