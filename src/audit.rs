@@ -446,33 +446,10 @@ fn reachability(o: &Observed, out: &mut Vec<Finding>) {
             .iter_family(family)
             .map(|n| Span::of(&n))
             .collect();
-        for piece in split(&allowed, &cut) {
-            for proto in &protos {
-                for port in &ports {
-                    let packet = Packet {
-                        src: addr(family, piece.first),
-                        dport: *port,
-                        proto: *proto,
-                    };
-                    let (d, _) = decide(&o.rulesets, &packet);
-                    match &d.verdict {
-                        Verdict::Accept => {}
-                        Verdict::Unknown(_) => unknown.push(format!(
-                            "{piece} {}/{port}: {}",
-                            proto.name(),
-                            deciding(&d)
-                        )),
-                        _ => {
-                            let why = deciding(&d);
-                            *blocked_rules.entry(why.clone()).or_default() += 1;
-                            blocked.push(format!("{piece} {}/{port}: {why}", proto.name()));
-                        }
-                    }
-                }
-            }
-        }
-        if o.spec.restrict {
-            for piece in split(&complement(family, &o.desired), &cut) {
+        // One probe per piece, protocol and port: (where, the packet, the verdict, every chain).
+        let probe = |spans: Vec<Span>| {
+            let mut out = Vec::new();
+            for piece in split(&spans, &cut) {
                 for proto in &protos {
                     for port in &ports {
                         let packet = Packet {
@@ -481,21 +458,34 @@ fn reachability(o: &Observed, out: &mut Vec<Finding>) {
                             proto: *proto,
                         };
                         let (d, results) = decide(&o.rulesets, &packet);
-                        match d.verdict {
-                            Verdict::Accept => open.push(format!(
-                                "{piece} {}/{port} (e.g. {}): accepted by {}",
-                                proto.name(),
-                                packet.src,
-                                accepting(&results)
-                            )),
-                            Verdict::Unknown(_) => unknown.push(format!(
-                                "{piece} {}/{port}: {}",
-                                proto.name(),
-                                deciding(&d)
-                            )),
-                            _ => {}
-                        }
+                        let at = format!("{piece} {}/{port}", proto.name());
+                        out.push((at, packet, d, results));
                     }
+                }
+            }
+            out
+        };
+        for (at, _, d, _) in probe(allowed) {
+            match &d.verdict {
+                Verdict::Accept => {}
+                Verdict::Unknown(_) => unknown.push(format!("{at}: {}", deciding(&d))),
+                _ => {
+                    let why = deciding(&d);
+                    *blocked_rules.entry(why.clone()).or_default() += 1;
+                    blocked.push(format!("{at}: {why}"));
+                }
+            }
+        }
+        if o.spec.restrict {
+            for (at, packet, d, results) in probe(complement(family, &o.desired)) {
+                match d.verdict {
+                    Verdict::Accept => open.push(format!(
+                        "{at} (e.g. {}): accepted by {}",
+                        packet.src,
+                        accepting(&results)
+                    )),
+                    Verdict::Unknown(_) => unknown.push(format!("{at}: {}", deciding(&d))),
+                    _ => {}
                 }
             }
         }

@@ -173,14 +173,7 @@ impl Rig {
     }
 
     fn run(&self, args: &[&str]) -> Out {
-        let out = self.command(args).output().unwrap();
-        let out = Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert_ne!(out.code, 101, "panic: {}", out.stderr);
-        out
+        Out::from(self.command(args).output().unwrap())
     }
 
     fn sync(&self) -> Out {

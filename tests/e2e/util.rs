@@ -48,6 +48,23 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Out {
+    /// The output of a finished run; a panic (exit 101) fails the test, wherever it happens.
+    fn from(out: std::process::Output) -> Out {
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "cf-allowlist panicked (exit 101): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Out {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -196,17 +213,7 @@ pub fn run_in(ns: &NetNs, config: &Path, args: &[&str]) -> Out {
         .env_remove("CF_ALLOWLIST_LOG")
         .output()
         .expect("run cf-allowlist");
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "cf-allowlist panicked (exit 101): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from(out)
 }
 
 /// Sorted canonical lines of a fixture list.
@@ -378,15 +385,5 @@ impl Env {
 /// The output of a spawned run (see [`Env::spawn`]), failing the test on a panic.
 pub fn finish(child: std::process::Child) -> Out {
     let out = child.wait_with_output().expect("wait for cf-allowlist");
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "cf-allowlist panicked (exit 101): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Out::from(out)
 }
