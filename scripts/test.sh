@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for tool in nft iptables-nft iptables-legacy ipset ufw ip flock python3 openssl; do
+for tool in nft iptables-nft iptables-legacy ipset ufw ip flock python3 openssl nginx apache2 apachectl fail2ban-client fail2ban-server; do
     command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -21,7 +21,26 @@ if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq nftables iptables ipset ufw iproute2 util-linux python3 openssl >/dev/null
+    # The web servers and Fail2Ban are test tools here: installing them must start nothing on
+    # the host (policy-rc.d exit 101 refuses every service start).
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    apt-get install -y -qq --no-install-recommends nginx apache2 fail2ban >/dev/null
+    if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
+
+# The tests start nginx, Apache and Fail2Ban only inside their namespaces; one running here
+# would be the host's (or a package's): refuse rather than test next to it.
+for daemon in nginx apache2 fail2ban-server; do
+    if pgrep -x "$daemon" >/dev/null; then
+        echo "scripts/test.sh: $daemon is running on this host; stop and disable it (the tests run their own in namespaces)" >&2
+        exit 1
+    fi
+done
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # Leftovers of an interrupted earlier run (namespaces are normally deleted by each test's guard).

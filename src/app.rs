@@ -29,7 +29,7 @@ pub mod exit {
 /// A failed command: its JSON `kind`, message and exit code.
 #[derive(Debug)]
 pub struct Failure {
-    /// `config`, `source`, `guard`, `backend`, `verify`, `lock`, `state`.
+    /// `config`, `source`, `guard`, `backend`, `output`, `verify`, `lock`, `state`.
     pub kind: &'static str,
     /// What failed, the object and the cause.
     pub message: String,
@@ -186,6 +186,10 @@ fn backend_failure(e: cfa_core::BackendError) -> Failure {
     Failure::runtime("backend", e)
 }
 
+fn output_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::runtime("output", e)
+}
+
 /// The families to manage: the configured ones the backend can hold (one source of truth).
 fn managed_families(config: &Config, backend: &dyn Backend) -> Result<Vec<Family>, Failure> {
     let can = backend.families().map_err(backend_failure)?;
@@ -227,6 +231,12 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         p.origin = Some(origin_line(&desired.sources));
         p
     });
+    // The outputs get the same list, of the configured families, planned before anything is
+    // applied: an output that cannot be planned fails the run with nothing changed.
+    let output_list = desired.list.only(&config.rule_spec().families);
+    let outputs = crate::outputs::prepare(&config.outputs, &output_list, desired.degraded)
+        .map_err(output_failure)?;
+    warnings.extend(outputs.warnings.iter().cloned());
 
     if let Some(plan) = &plan {
         tracing::info!(backend = backend.name(), %plan, dry_run = args.dry_run, "plan");
@@ -246,8 +256,19 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
             })?;
         }
     }
+    // Every output is tried; one failing leaves its own file and server as they were.
+    let ran = crate::outputs::run(outputs, Some(&output_list), args.dry_run);
+    warnings.extend(ran.warnings.iter().cloned());
     if !args.dry_run {
         save_cache(&config, &desired, &mut warnings);
+    }
+    if let Some(failed) = ran.failed {
+        let firewall = match (&plan, args.dry_run) {
+            (None, _) => "the firewall was already up to date",
+            (Some(_), true) => "the firewall check passed",
+            (Some(_), false) => "the firewall was changed and verified",
+        };
+        return Err(output_failure(format!("{failed}; {firewall}")));
     }
     let shown = plan
         .clone()
@@ -256,11 +277,12 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         command: "sync",
         backend: backend.name(),
         plan: &shown,
-        changed: plan.is_some(),
+        changed: plan.is_some() || ran.changed(),
         dry_run: args.dry_run,
         sources: &desired.sources,
         degraded: desired.degraded,
         warnings: &warnings,
+        outputs: &ran.outcomes,
     };
     let exit = if change.changed && args.detailed_exitcode {
         exit::CHANGED
@@ -314,6 +336,7 @@ fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
         .map_err(|e| Failure::runtime("lock", e))?;
     let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
     let live = backend.read().map_err(backend_failure)?;
+    let outputs = crate::outputs::prepare_purge(&config.outputs).map_err(output_failure)?;
     let changed = live.is_present();
     if changed && !args.dry_run {
         backend.purge().map_err(backend_failure)?;
@@ -329,6 +352,10 @@ fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
             ));
         }
     }
+    let ran = crate::outputs::run(outputs, None, args.dry_run);
+    if let Some(failed) = ran.failed {
+        return Err(output_failure(failed));
+    }
     let plan = Plan {
         before: live.entries.clone(),
         after: AllowList::new(),
@@ -341,11 +368,12 @@ fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
         command: "purge",
         backend: backend.name(),
         plan: &plan,
-        changed,
+        changed: changed || ran.changed(),
         dry_run: args.dry_run,
         sources: &[],
         degraded: false,
         warnings: &live.warnings,
+        outputs: &ran.outcomes,
     };
     Ok(Report {
         text: change.text(),
@@ -396,6 +424,8 @@ fn audit(cli: &Cli, args: &AuditArgs) -> Result<Report, Failure> {
         owners: crate::listen::owners(),
     };
     let findings = crate::audit::analyze(&observed, state::now());
+    let mut warnings = desired.warnings;
+    warnings.extend(crate::outputs::banned(&config.outputs, &observed.desired));
     let found = crate::audit::worst(&findings) > Some(crate::audit::Severity::Info);
     let (text, exit) = if cli.output == OutputFormat::Nagios {
         crate::audit::nagios(&observed, &findings)
@@ -408,7 +438,7 @@ fn audit(cli: &Cli, args: &AuditArgs) -> Result<Report, Failure> {
     Ok(Report {
         text,
         json: crate::audit::json(&observed, &findings),
-        warnings: desired.warnings,
+        warnings,
         exit,
     })
 }

@@ -625,6 +625,9 @@ pub struct Config {
     pub ufw: UfwSettings,
     /// csf backend settings.
     pub csf: CsfSettings,
+    /// Outputs beyond the firewall (nginx, Apache, Fail2Ban), fed the same list.
+    #[serde(skip_serializing_if = "crate::outputs::OutputSettings::is_empty")]
+    pub outputs: crate::outputs::OutputSettings,
 }
 
 impl Default for Config {
@@ -646,6 +649,7 @@ impl Default for Config {
             iptables: IptablesSettings::default(),
             ufw: UfwSettings::default(),
             csf: CsfSettings::default(),
+            outputs: crate::outputs::OutputSettings::default(),
         }
     }
 }
@@ -793,6 +797,7 @@ impl Config {
                 ));
             }
         }
+        self.outputs.validate()?;
         if self.ufw.comment.is_empty() || self.ufw.comment.contains(['\'', '"', '\n']) {
             return Err("ufw.comment: must be non-empty, without quotes or newlines".into());
         }
@@ -955,6 +960,16 @@ csf: { dir: /etc/csf, ignore: false, reload: ["csf", "-r"] }
         assert!(err("sources: [{url: \"https://a/x\", file: \"/x\"}]\n").contains("separate"));
         assert!(err("families: [ipv5]\n").contains("ipv5"));
         assert!(err("nftables: { table: \"a b\" }\n").contains("nftables.table"));
+    }
+
+    #[test]
+    fn outputs_are_read_validated_and_rendered_back() {
+        let c = Config::parse("outputs:\n  nginx:\n  fail2ban: { dir: /srv/f2b }\n", "x").unwrap();
+        assert!(c.outputs.nginx.is_some() && c.outputs.apache.is_none());
+        assert_eq!(Config::parse(&c.to_yaml(), "y").unwrap(), c);
+        assert!(!Config::default().to_yaml().contains("outputs"));
+        let e = err("outputs:\n  nginx: { path: conf.d/x.conf }\n");
+        assert!(e.contains("outputs.nginx.path"), "{e}");
     }
 
     #[test]

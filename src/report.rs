@@ -34,6 +34,8 @@ pub struct Change<'a> {
     pub degraded: bool,
     /// What the operator should know.
     pub warnings: &'a [String],
+    /// What each output beyond the firewall did (nginx, Apache, Fail2Ban), in order.
+    pub outputs: &'a [crate::outputs::Outcome],
 }
 
 impl Change<'_> {
@@ -53,12 +55,22 @@ impl Change<'_> {
             "before": families_json(&self.plan.before),
             "after": families_json(&self.plan.after),
             "rebuild": self.plan.rebuild,
+            "outputs": self.outputs,
             "warnings": self.warnings,
         })
     }
 
-    /// The text: one summary line, then the rebuild reason and every removed and added range.
+    /// The text: one summary line, then the rebuild reason and every removed and added range;
+    /// then one line per output.
     pub fn text(&self) -> String {
+        let mut s = self.firewall_text();
+        for o in self.outputs {
+            s.push_str(&o.text(self.dry_run));
+        }
+        s
+    }
+
+    fn firewall_text(&self) -> String {
         let backend = self.backend;
         let plan = self.plan;
         if self.command == "purge" {
@@ -143,6 +155,7 @@ mod tests {
             sources: &[],
             degraded: false,
             warnings: &[],
+            outputs: &[],
         };
         assert_eq!(
             c.text(),
@@ -174,6 +187,7 @@ mod tests {
             sources: &[],
             degraded: false,
             warnings: &[],
+            outputs: &[],
         };
         let keys = |v: Value| {
             v.as_object()

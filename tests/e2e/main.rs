@@ -8,4 +8,5 @@ mod config_faults;
 mod faults;
 mod host_faults;
 mod nftables;
+mod outputs;
 mod util;
