@@ -13,8 +13,8 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
             let k = detect(config, &runner);
             if k == BackendKind::Nftables && !runner.has("nft") {
                 return Err(BackendError::Conflict(format!(
-                    "backend: auto found no firewall tool: no active ufw, no csf ({}), no rules in \
-                     iptables' INPUT chain, and no `nft` on PATH or in /usr/sbin, /sbin; install \
+                    "backend: auto found no firewall tool: no running firewalld, no active ufw, no \
+                     csf ({}), no rules in iptables' INPUT chain, and no `nft` on PATH or in /usr/sbin, /sbin; install \
                      nftables (`apt-get install nftables`, `dnf install nftables`) or the \
                      firewall this host uses, or name it with `backend:`",
                     config.csf.dir.join("csf.conf").display()
@@ -59,18 +59,29 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
             spec,
             runner,
         )),
+        BackendKind::Firewalld => Box::new(cfa_firewalld::FirewalldBackend::new(
+            cfa_firewalld::FirewalldOptions {
+                name: config.firewalld.name.clone(),
+                ..cfa_firewalld::FirewalldOptions::default()
+            },
+            spec,
+            runner,
+        )?),
         BackendKind::Auto => unreachable!("auto is resolved above"),
     })
 }
 
 /// Checks what the configuration hands each backend, as the backend's own tool would read it, so
 /// that `check-config` (exit 78) refuses a name that would reach a tool wrongly: nftables family,
-/// table and chain, the iptables chain. Every backend's options are checked, whichever is chosen:
+/// table and chain, the iptables chain, the firewalld name. Every backend's options are checked,
+/// whichever is chosen:
 /// `-b` and `auto` may pick any of them.
 pub fn check_options(config: &Config) -> Result<(), String> {
     cfa_nftables::validate_options(&nft_options(config))?;
     cfa_iptables::validate_chain_name(&config.iptables.chain)
         .map_err(|e| format!("iptables.chain: {e}"))?;
+    cfa_firewalld::validate_name(&config.firewalld.name)
+        .map_err(|e| format!("firewalld.name: {e}"))?;
     let spec = config.rule_spec();
     let holds = match config.nftables.family.as_str() {
         "ip" => vec![cfa_core::Family::V4],
@@ -95,9 +106,25 @@ fn nft_options(config: &Config) -> cfa_nftables::NftOptions {
     }
 }
 
-/// `auto`: active ufw, else an installed csf, else rules present in iptables' filter INPUT,
-/// else nftables.
+/// `auto`: a running firewalld, else active ufw, else an installed csf, else rules present in
+/// iptables' filter INPUT, else nftables.
+///
+/// firewalld comes first: its table rejects whatever its zones do not allow, and a reject in any
+/// nftables base chain is final, so no other backend's accept helps under it (and ufw and csf do
+/// not run beside it). One that is installed but not running is reported and passed over, never
+/// started (`firewall-cmd --state` only asks the bus).
 pub fn detect(config: &Config, runner: &Runner) -> BackendKind {
+    match cfa_firewalld::status(runner) {
+        // A FAILED firewalld is still this host's firewall: its backend reports the failure.
+        cfa_firewalld::Status::Running | cfa_firewalld::Status::Failed => {
+            return BackendKind::Firewalld
+        }
+        cfa_firewalld::Status::NotRunning(why) => tracing::warn!(
+            "firewalld is installed but not running ({why}); cf-allowlist never starts it and \
+             looks for another firewall"
+        ),
+        cfa_firewalld::Status::NotInstalled => {}
+    }
     if cfa_ufw::is_active(runner) {
         BackendKind::Ufw
     } else if cfa_csf::is_installed(&config.csf.dir) {
@@ -106,5 +133,27 @@ pub fn detect(config: &Config, runner: &Runner) -> BackendKind {
         BackendKind::Iptables
     } else {
         BackendKind::Nftables
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_firewalld_name_firewalld_cannot_take_is_a_configuration_error() {
+        let ok = Config::parse("firewalld: { name: web-cf_1 }\n", "x").unwrap();
+        assert_eq!(check_options(&ok), Ok(()));
+        for bad in [
+            "\"\"",
+            "a-name-far-too-long",
+            "1st",
+            "\"web cf\"",
+            "\"Äpfel\"",
+        ] {
+            let config = Config::parse(&format!("firewalld: {{ name: {bad} }}\n"), "x").unwrap();
+            let e = check_options(&config).unwrap_err();
+            assert!(e.starts_with("firewalld.name: "), "{bad}: {e}");
+        }
     }
 }

@@ -55,7 +55,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// Active ufw, else installed csf, else rules in iptables' filter INPUT, else nftables.
+    /// A running firewalld, else active ufw, else installed csf, else rules in iptables' filter
+    /// INPUT, else nftables.
     #[default]
     Auto,
     /// nftables (`nft`).
@@ -66,6 +67,8 @@ pub enum BackendKind {
     Ufw,
     /// ConfigServer Security & Firewall.
     Csf,
+    /// firewalld (`firewall-cmd`), the default firewall of RHEL, Rocky, Alma and Fedora.
+    Firewalld,
 }
 
 impl fmt::Display for BackendKind {
@@ -76,6 +79,7 @@ impl fmt::Display for BackendKind {
             BackendKind::Iptables => "iptables",
             BackendKind::Ufw => "ufw",
             BackendKind::Csf => "csf",
+            BackendKind::Firewalld => "firewalld",
         };
         f.write_str(s)
     }
@@ -585,6 +589,23 @@ impl Default for CsfSettings {
     }
 }
 
+/// `firewalld`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewalldSettings {
+    /// The name our firewalld objects derive from: ipsets `<name>-v4`/`-v6`, policies `<name>`
+    /// and (restrict) `<name>-drop`.
+    pub name: String,
+}
+
+impl Default for FirewalldSettings {
+    fn default() -> Self {
+        FirewalldSettings {
+            name: cfa_firewalld::DEFAULT_NAME.into(),
+        }
+    }
+}
+
 fn default_sources() -> Vec<Source> {
     vec![Source::cloudflare()]
 }
@@ -625,6 +646,8 @@ pub struct Config {
     pub ufw: UfwSettings,
     /// csf backend settings.
     pub csf: CsfSettings,
+    /// firewalld backend settings.
+    pub firewalld: FirewalldSettings,
     /// Outputs beyond the firewall (nginx, Apache, Fail2Ban), fed the same list.
     #[serde(skip_serializing_if = "crate::outputs::OutputSettings::is_empty")]
     pub outputs: crate::outputs::OutputSettings,
@@ -649,6 +672,7 @@ impl Default for Config {
             iptables: IptablesSettings::default(),
             ufw: UfwSettings::default(),
             csf: CsfSettings::default(),
+            firewalld: FirewalldSettings::default(),
             outputs: crate::outputs::OutputSettings::default(),
         }
     }
@@ -970,6 +994,18 @@ csf: { dir: /etc/csf, ignore: false, reload: ["csf", "-r"] }
         assert!(!Config::default().to_yaml().contains("outputs"));
         let e = err("outputs:\n  nginx: { path: conf.d/x.conf }\n");
         assert!(e.contains("outputs.nginx.path"), "{e}");
+    }
+
+    #[test]
+    fn firewalld_is_a_backend_with_its_own_settings() {
+        let c = Config::parse("backend: firewalld\nfirewalld: { name: web-cf }\n", "x").unwrap();
+        assert_eq!(c.backend, BackendKind::Firewalld);
+        assert_eq!(c.backend.to_string(), "firewalld");
+        assert_eq!(c.firewalld.name, "web-cf");
+        assert_eq!(Config::default().firewalld.name, "cf-allowlist");
+        assert_eq!(Config::parse(&c.to_yaml(), "y").unwrap(), c);
+        let e = err("firewalld: { zone: public }\n");
+        assert!(e.contains("zone") && e.contains('1'), "{e}");
     }
 
     #[test]

@@ -785,6 +785,7 @@ fn arb_config() -> impl Strategy<Value = Config> {
             BackendKind::Iptables,
             BackendKind::Ufw,
             BackendKind::Csf,
+            BackendKind::Firewalld,
         ]),
         proptest::collection::vec(arb_source(), 1..5),
         proptest::collection::vec(proptest::sample::select(Family::ALL.to_vec()), 1..4),

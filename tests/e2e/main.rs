@@ -6,6 +6,7 @@ mod backends;
 mod cli;
 mod config_faults;
 mod faults;
+mod firewalld;
 mod host_faults;
 mod nftables;
 mod outputs;
