@@ -70,3 +70,4 @@ done
 
 cargo test --workspace --locked "$@"
 scripts/test-packaging.sh
+scripts/test-ansible.sh
