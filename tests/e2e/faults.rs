@@ -742,29 +742,25 @@ fn missing_tool_and_not_root() {
         let a = rig.at_a();
         rig.serve(true);
         // /usr/sbin (and /sbin, a link to it on Debian) hidden behind an empty tmpfs.
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                rig.env.ns.name(),
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-            ])
-            .arg("mount -t tmpfs none /usr/sbin && exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
-            .arg("-c")
-            .arg(rig.env.path("config.yaml"))
-            .args(["sync", "--output", "json"])
-            .env("PATH", "/usr/sbin:/usr/bin:/bin")
-            .output()
-            .unwrap();
-        assert_ne!(out.status.code(), Some(101));
-        assert_eq!(out.status.code(), Some(1), "{kind:?}: {out:?}");
-        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let without_sbin = |args: &[&str]| -> (Option<i32>, Value) {
+            let out = Command::new("ip")
+                .args(["netns", "exec", rig.env.ns.name()])
+                .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount -t tmpfs none /usr/sbin && exec \"$0\" \"$@\"")
+                .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
+                .arg("-c")
+                .arg(rig.env.path("config.yaml"))
+                .args(args)
+                .env("PATH", "/usr/sbin:/usr/bin:/bin")
+                .output()
+                .unwrap();
+            assert_ne!(out.status.code(), Some(101), "{out:?}");
+            let j = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{kind:?}: not JSON ({e}): {out:?}"));
+            (out.status.code(), j)
+        };
+        let (code, j) = without_sbin(&["sync", "--output", "json"]);
+        assert_eq!(code, Some(1), "{kind:?}: {j}");
         let message = j["error"]["message"].as_str().unwrap().to_string();
         assert!(
             message.contains("not found") || message.contains("not installed"),
@@ -773,28 +769,8 @@ fn missing_tool_and_not_root() {
         assert_eq!(rig.snapshot(), a, "{kind:?}");
         if kind == Kind::Nftables {
             // `auto` with no tool at all says what it looked for and what to install.
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    rig.env.ns.name(),
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                ])
-                .arg("mount -t tmpfs none /usr/sbin && exec \"$0\" \"$@\"")
-                .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
-                .arg("-c")
-                .arg(rig.env.path("config.yaml"))
-                .args(["-b", "auto", "sync", "--output", "json"])
-                .env("PATH", "/usr/sbin:/usr/bin:/bin")
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(1), "{out:?}");
-            let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let (code, j) = without_sbin(&["-b", "auto", "sync", "--output", "json"]);
+            assert_eq!(code, Some(1), "{j}");
             let message = j["error"]["message"].as_str().unwrap();
             assert!(
                 message.contains("found no firewall tool") && message.contains("install nftables"),
@@ -802,12 +778,30 @@ fn missing_tool_and_not_root() {
             );
         }
 
-        // Not root: the lock file and the firewall are out of reach.
+        // Not root: a config, state and lock the user can reach, so that the run gets as far as
+        // the firewall, which refuses it; nothing changes.
+        let mine = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(mine.path(), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(mine.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config: String = std::fs::read_to_string(rig.env.path("config.yaml"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("state_dir:") && !l.starts_with("lock_file:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config_path = mine.path().join("config.yaml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "{config}state_dir: {d}/state\nlock_file: {d}/lock\n",
+                d = mine.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let out = Command::new("ip")
+            .args(["netns", "exec", rig.env.ns.name()])
             .args([
-                "netns",
-                "exec",
-                rig.env.ns.name(),
                 "setpriv",
                 "--reuid=65534",
                 "--regid=65534",
@@ -815,16 +809,17 @@ fn missing_tool_and_not_root() {
             ])
             .arg(env!("CARGO_BIN_EXE_cf-allowlist"))
             .arg("-c")
-            .arg(rig.env.path("config.yaml"))
+            .arg(&config_path)
             .args(["sync", "--output", "json"])
             .output()
             .unwrap();
         assert_ne!(out.status.code(), Some(101));
-        assert!(
-            matches!(out.status.code(), Some(1) | Some(78)),
-            "{kind:?}: {out:?}"
-        );
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {out:?}");
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            j["error"]["kind"], "backend",
+            "{kind:?}: the firewall refused: {j}"
+        );
         assert!(!j["error"]["message"].as_str().unwrap().is_empty());
         assert_eq!(rig.snapshot(), a, "{kind:?}");
     }
