@@ -398,6 +398,8 @@ fn audit(cli: &Cli, args: &AuditArgs) -> Result<Report, Failure> {
     let detected_other = match config.backend {
         crate::config::BackendKind::Auto => None,
         configured => {
+            // Detection ends at nftables when it finds nothing else: that is no other manager,
+            // so it is no conflict whatever the configuration names.
             let found = backends::detect(&config, &runner);
             (found != configured && found != crate::config::BackendKind::Nftables)
                 .then(|| found.to_string())
