@@ -71,6 +71,16 @@ pub enum BackendError {
     /// an object of ours that is not what we would have written, a disabled feature).
     #[error("{0}")]
     Conflict(String),
+    /// A request sent to the kernel over netlink failed: the socket, or the kernel refused it
+    /// (the source says which message and why).
+    #[error("{action}: {source}")]
+    Kernel {
+        /// What the backend was doing ("applying the element changes to inet cf_allowlist").
+        action: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// After apply, the live state differs from the plan.
     #[error("verification failed after apply: {0}")]
     Verify(String),
@@ -99,6 +109,17 @@ impl BackendError {
         BackendError::UndoFailed {
             cause: Box::new(cause),
             undo: Box::new(undo),
+        }
+    }
+
+    /// Wraps a netlink failure with what was being done.
+    pub fn kernel(
+        action: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        BackendError::Kernel {
+            action: action.into(),
+            source: Box::new(source),
         }
     }
 

@@ -143,6 +143,12 @@ impl Runner {
         }
     }
 
+    /// The network namespace tools run in (`ip netns exec NAME`), if any: code that talks to the
+    /// kernel itself (netlink) must enter the same namespace to see the same firewall.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     /// Sets the timeout for each tool run.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

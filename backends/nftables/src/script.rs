@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use cfa_core::{AllowList, Family, Live, Plan, Protocol, Structure, RULE_COMMENT};
+use cfa_core::{AllowList, Family, Live, Protocol, Structure, RULE_COMMENT};
 
 use crate::parse::NftTable;
 use crate::{Layout, CHAIN_PRIORITY};
@@ -233,66 +233,14 @@ pub(crate) fn quoted(text: &str) -> String {
     out
 }
 
-/// Removing elements one by one costs nft time proportional to (removals x set size): measured
-/// with nft 1.0.6 on an interval set, 200 of 20,000 took 1.9 s, 2,000 of 20,000 17 s and 19,978 of
-/// 20,000 79 s, while `flush set` plus re-adding the whole list takes time proportional to the new
-/// list alone (20,000: 0.11 s; 100,000: 0.6 s). So the element changes of one set are sent as a
-/// difference only while `removals x before <= REFILL_FACTOR x after`; past that, the set is
-/// flushed and refilled with the whole list, in the same transaction. With this factor a day's
-/// change to Cloudflare's 22 ranges stays a small difference, and 20 removals from 20,000 already
-/// refill (0.11 s instead of 0.25 s).
-pub(crate) const REFILL_FACTOR: usize = 4;
-
-/// Whether the element changes of `family` are cheaper as `flush set` + `add element` of the
-/// whole list than as `delete element` of the removals (see [`REFILL_FACTOR`]).
-pub(crate) fn refill(plan: &Plan, family: Family) -> bool {
-    let removals = plan.remove.len_of(family);
-    removals > 0
-        && removals.saturating_mul(plan.before.len_of(family))
-            > REFILL_FACTOR.saturating_mul(plan.after.len_of(family))
-}
-
-/// The transaction that takes the live table to `plan.after`.
-pub(crate) fn apply_script(layout: &Layout, plan: &Plan, live: &NftTable) -> String {
+/// The transaction that builds (or rebuilds) our objects holding `after`: the whole table when it
+/// is ours, our sets and tagged rules in an operator's table. Element changes alone do not go
+/// through nft (see the crate documentation).
+pub(crate) fn rebuild_script(layout: &Layout, after: &AllowList, live: &NftTable) -> String {
     // Only the layout's families are written: `elements` is asked for those alone.
-    let after = &plan.after;
     let t = layout.table_ref();
     let comment = quoted(RULE_COMMENT);
     let mut s = String::new();
-    if plan.rebuild.is_none() {
-        // Only the changed elements, or (many removals) the whole list after a flush. Deletions
-        // first: an interval set refuses an element that overlaps one still present
-        // (104.16.0.0/12 -> 104.16.0.0/13 + 104.24.0.0/14). It is all one transaction, so no
-        // packet ever sees the set flushed.
-        for family in &layout.families {
-            let set = layout.set_name(*family);
-            if refill(plan, *family) {
-                let _ = writeln!(s, "flush set {t} {set}");
-            } else if plan.remove.len_of(*family) > 0 {
-                let _ = writeln!(
-                    s,
-                    "delete element {t} {set} {{ {} }}",
-                    elements(&plan.remove, *family)
-                );
-            }
-        }
-        for family in &layout.families {
-            let set = layout.set_name(*family);
-            let added = if refill(plan, *family) {
-                after
-            } else {
-                &plan.add
-            };
-            if added.len_of(*family) > 0 {
-                let _ = writeln!(
-                    s,
-                    "add element {t} {set} {{ {} }}",
-                    elements(added, *family)
-                );
-            }
-        }
-        return s;
-    }
     if layout.owned {
         // Replace the whole table in one transaction: `add` makes the `delete` safe when it is absent.
         let _ = writeln!(s, "add table {t}");
@@ -382,7 +330,7 @@ pub(crate) fn purge_script(layout: &Layout, live: &NftTable) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cfa_core::RuleSpec;
+    use cfa_core::{Plan, RuleSpec};
 
     fn layout(spec: RuleSpec, owned: bool) -> Layout {
         Layout {
@@ -411,7 +359,7 @@ mod tests {
     fn first_sync_builds_the_whole_table() {
         let l = layout(RuleSpec::default(), true);
         let plan = Plan::new(&Live::absent(), &cloudflare()).unwrap();
-        insta::assert_snapshot!(apply_script(&l, &plan, &NftTable::default()));
+        insta::assert_snapshot!(rebuild_script(&l, &plan.after, &NftTable::default()));
     }
 
     #[test]
@@ -423,109 +371,11 @@ mod tests {
             ..RuleSpec::default()
         };
         let plan = Plan::new(&Live::absent(), &list(&["173.245.48.0/20"])).unwrap();
-        insta::assert_snapshot!(apply_script(
+        insta::assert_snapshot!(rebuild_script(
             &layout(spec, true),
-            &plan,
+            &plan.after,
             &NftTable::default()
         ));
-    }
-
-    #[test]
-    fn a_change_sends_only_the_difference_deletions_first() {
-        let l = layout(RuleSpec::default(), true);
-        let live = Live {
-            entries: list(&["104.16.0.0/12", "173.245.48.0/20", "2405:b500::/32"]),
-            structure: Structure::Current,
-            warnings: vec![],
-        };
-        let plan = Plan::new(
-            &live,
-            &list(&["104.16.0.0/13", "104.24.0.0/14", "173.245.48.0/20"]),
-        )
-        .unwrap();
-        // IPv6 is emptied: a flush is the cheaper way (nothing to add back).
-        insta::assert_snapshot!(apply_script(&l, &plan, &NftTable::default()), @r"
-        delete element inet cf_allowlist allow_v4 { 104.16.0.0/12 }
-        flush set inet cf_allowlist allow_v6
-        add element inet cf_allowlist allow_v4 { 104.16.0.0/13, 104.24.0.0/14 }
-        ");
-    }
-
-    /// `n` distinct IPv4 /24s in 10.0.0.0/8 and up.
-    fn many_v4(n: u32) -> AllowList {
-        (0..n)
-            .map(|i| format!("{}.{}.{}.0/24", 10 + (i >> 16), (i >> 8) & 255, i & 255))
-            .map(|s| s.parse::<ipnet::IpNet>().unwrap())
-            .collect()
-    }
-
-    fn current(entries: AllowList) -> Live {
-        Live {
-            entries,
-            structure: Structure::Current,
-            warnings: vec![],
-        }
-    }
-
-    #[test]
-    fn many_removals_flush_the_set_and_refill_it_in_one_transaction() {
-        // 20,000 extra ranges back to Cloudflare's 22: one `delete element` of 20,000 took nft 79 s.
-        let cf = cloudflare();
-        let plan = Plan::new(&current(many_v4(20_000).union(&cf)), &cf).unwrap();
-        assert_eq!(plan.remove.len(), 20_000);
-        for owned in [true, false] {
-            let l = layout(RuleSpec::default(), owned);
-            let script = apply_script(&l, &plan, &NftTable::default());
-            let t = l.table_ref();
-            let set = l.set_name(Family::V4);
-            assert_eq!(
-                script,
-                format!(
-                    "flush set {t} {set}\nadd element {t} {set} {{ {} }}\n",
-                    cf.strings(Family::V4).join(", ")
-                ),
-                "IPv4 refilled with the whole list, IPv6 (unchanged) untouched"
-            );
-        }
-        // Additions and removals together: the refill holds the kept and the new ranges.
-        let desired = many_v4(10).union(&list(&["192.0.2.0/24"]));
-        let plan = Plan::new(&current(many_v4(1_000)), &desired).unwrap();
-        let script = apply_script(
-            &layout(RuleSpec::default(), true),
-            &plan,
-            &NftTable::default(),
-        );
-        let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines.len(), 2, "{script}");
-        assert_eq!(lines[0], "flush set inet cf_allowlist allow_v4");
-        assert_eq!(
-            lines[1],
-            format!(
-                "add element inet cf_allowlist allow_v4 {{ {} }}",
-                desired.strings(Family::V4).join(", ")
-            )
-        );
-    }
-
-    #[test]
-    fn the_refill_threshold() {
-        let plan = |before: u32, keep: u32, add: &[&str]| {
-            let desired = many_v4(keep).union(&list(add));
-            Plan::new(&current(many_v4(before)), &desired).unwrap()
-        };
-        // A day's change to Cloudflare's list: 2 of 22 out, 2 in: a difference (2 x 22 <= 4 x 22).
-        assert!(!refill(
-            &plan(22, 20, &["192.0.2.0/24", "198.51.100.0/24"]),
-            Family::V4
-        ));
-        // 1 of 1,000 out: a difference (1,000 <= 4 x 999); 10 out: a refill (10,000 > 3,960).
-        assert!(!refill(&plan(1_000, 999, &[]), Family::V4));
-        assert!(refill(&plan(1_000, 990, &[]), Family::V4));
-        // Emptying or replacing a set is a flush; additions alone never are.
-        assert!(refill(&plan(3, 0, &[]), Family::V4));
-        assert!(refill(&plan(3, 0, &["192.0.2.0/24"]), Family::V4));
-        assert!(!refill(&plan(3, 3, &["192.0.2.0/24"]), Family::V4));
-        assert!(!refill(&plan(3, 3, &["192.0.2.0/24"]), Family::V6));
     }
 
     #[test]
@@ -547,7 +397,7 @@ mod tests {
         let live = crate::parse_table(json, "filter").unwrap();
         let l = layout(RuleSpec::default(), false);
         let plan = Plan::new(&Live::absent(), &cloudflare()).unwrap();
-        insta::assert_snapshot!(apply_script(&l, &plan, &live));
+        insta::assert_snapshot!(rebuild_script(&l, &plan.after, &live));
         insta::assert_snapshot!(purge_script(&l, &live).unwrap());
     }
 
@@ -574,7 +424,7 @@ mod props {
     use super::*;
     use crate::parse::{NftChain, NftRule, NftSet};
     use crate::{validate_options, NftOptions};
-    use cfa_core::RuleSpec;
+    use cfa_core::{Plan, RuleSpec};
     use proptest::prelude::*;
 
     proptest! {
@@ -621,7 +471,7 @@ mod props {
                 live.sets.insert(l.set_name(Family::V6).into(), NftSet::default());
             }
             let plan = Plan::new(&Live::absent(), &cfa_core::snapshot::cloudflare()).unwrap();
-            let script = apply_script(&l, &plan, &live);
+            let script = rebuild_script(&l, &plan.after, &live);
             let lines: Vec<&str> = script.lines().collect();
             let stale = usize::from(stale_v6 && !families.contains(&Family::V6));
             // delete rule per tagged rule; add set + flush set + add element per family; delete set

@@ -128,7 +128,7 @@ fn check_changes_nothing_and_reports_nft_errors() {
     let plan = Plan::new(&b.read().unwrap(), &list(&["173.245.48.0/20"])).unwrap();
     b.check(&plan).unwrap();
     assert_eq!(b.read().unwrap(), Live::absent());
-    // An element the set already has, added again to an interval set: nft refuses the overlap.
+    // An element that overlaps one the set already has: the kernel refuses the whole batch.
     sync(&b, &list(&["104.16.0.0/12"])).unwrap();
     let mut bad = Plan::new(
         &b.read().unwrap(),
@@ -138,7 +138,10 @@ fn check_changes_nothing_and_reports_nft_errors() {
     bad.remove = AllowList::new();
     let err = b.apply(&bad).unwrap_err().to_string();
     assert!(
-        err.contains("applying the nftables transaction") && err.contains("overlap"),
+        err.contains("applying the element changes to inet cf_allowlist")
+            && err.contains("adding 104.16.0.0/13 to set inet cf_allowlist allow_v4")
+            && err.contains("it overlaps an interval already in the set")
+            && err.contains("nothing was applied"),
         "{err}"
     );
     assert_eq!(
