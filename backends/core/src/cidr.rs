@@ -6,6 +6,7 @@
 //! plain decimal prefix, and no host bits.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -116,14 +117,25 @@ const SPECIAL_V6: &[&str] = &[
 /// Returns the special-purpose range `net` overlaps, if any. A network that *contains* a special
 /// range overlaps it too, so `0.0.0.0/0` and `::/0` are always refused.
 pub fn special_purpose(net: &IpNet) -> Option<IpNet> {
+    // Parsed once: parsing the table for every range was most of the cost of validating a list.
+    static TABLES: OnceLock<[Vec<IpNet>; 2]> = OnceLock::new();
+    let [v4, v6] = TABLES.get_or_init(|| {
+        let parse = |table: &[&str]| -> Vec<IpNet> {
+            table
+                .iter()
+                .map(|s| s.parse::<IpNet>().expect("static table is valid"))
+                .collect()
+        };
+        [parse(SPECIAL_V4), parse(SPECIAL_V6)]
+    });
     let table = match net {
-        IpNet::V4(_) => SPECIAL_V4,
-        IpNet::V6(_) => SPECIAL_V6,
+        IpNet::V4(_) => v4,
+        IpNet::V6(_) => v6,
     };
     table
         .iter()
-        .map(|s| s.parse::<IpNet>().expect("static table is valid"))
-        .find(|special| special.contains(net) || net.contains(special))
+        .find(|special| special.contains(net) || net.contains(*special))
+        .copied()
 }
 
 #[cfg(test)]
