@@ -44,6 +44,7 @@ pub fn build(config: &Config, kind: BackendKind) -> Result<Box<dyn Backend>, Bac
             cfa_ufw::UfwOptions {
                 comment: config.ufw.comment.clone(),
                 dir: config.ufw.dir.clone(),
+                driver: config.ufw.driver,
                 ..cfa_ufw::UfwOptions::default()
             },
             spec,
@@ -125,7 +126,11 @@ pub fn detect(config: &Config, runner: &Runner) -> BackendKind {
         ),
         cfa_firewalld::Status::NotInstalled => {}
     }
-    if cfa_ufw::is_active(runner) {
+    let ufw = cfa_ufw::UfwOptions {
+        dir: config.ufw.dir.clone(),
+        ..cfa_ufw::UfwOptions::default()
+    };
+    if cfa_ufw::is_active_in(runner, &ufw) {
         BackendKind::Ufw
     } else if cfa_csf::is_installed(&config.csf.dir) {
         BackendKind::Csf

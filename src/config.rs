@@ -551,6 +551,10 @@ pub struct UfwSettings {
     pub comment: String,
     /// ufw's rules directory.
     pub dir: PathBuf,
+    /// How rules are changed: `frontend` (one Python process running ufw's own frontend for the
+    /// whole plan) or `cli` (one `ufw` process per rule).
+    #[serde(with = "by_name")]
+    pub driver: cfa_ufw::Driver,
 }
 
 impl Default for UfwSettings {
@@ -558,6 +562,7 @@ impl Default for UfwSettings {
         UfwSettings {
             comment: cfa_core::RULE_COMMENT.into(),
             dir: "/etc/ufw".into(),
+            driver: cfa_ufw::Driver::Frontend,
         }
     }
 }
@@ -926,7 +931,7 @@ state_dir: /tmp/state
 lock_file: /tmp/lock
 nftables: { table: cf_allowlist, family: inet }
 iptables: { chain: CF-ALLOWLIST, ipset: never, variant: legacy }
-ufw: { comment: cf-allowlist }
+ufw: { comment: cf-allowlist, driver: cli }
 csf: { dir: /etc/csf, ignore: false, reload: ["csf", "-r"] }
 "#;
         let c = Config::parse(yaml, "x").unwrap();
@@ -938,6 +943,7 @@ csf: { dir: /etc/csf, ignore: false, reload: ["csf", "-r"] }
         assert_eq!(c.rule_spec().ports, vec![80, 443]);
         assert_eq!(c.rule_spec().protocol, Protocol::Both);
         assert_eq!(c.iptables.variant, Variant::Legacy);
+        assert_eq!(c.ufw.driver, cfa_ufw::Driver::Cli);
         // The effective configuration renders and reads back the same.
         assert_eq!(Config::parse(&c.to_yaml(), "y").unwrap(), c);
     }

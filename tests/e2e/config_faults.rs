@@ -678,6 +678,12 @@ fn cases() -> Vec<Case> {
             l(2),
         ),
         yaml(
+            "ufw.driver: unknown",
+            "ufw:\n  driver: python\n",
+            &["python"],
+            l(2),
+        ),
+        yaml(
             "iptables.variant: unknown",
             "iptables:\n  variant: xtables\n",
             &["xtables"],

@@ -1,4 +1,5 @@
-//! The ufw backend: the allowlist as ordinary ufw rules, changed through the `ufw` CLI.
+//! The ufw backend: the allowlist as ordinary ufw rules, changed through ufw's own code (its
+//! frontend driven from one Python process per apply, or the `ufw` CLI: see [`driver`]).
 //!
 //! Objects owned (a compatibility contract: renaming them orphans old rules): every ufw rule whose
 //! comment is [`UfwOptions::comment`] (default [`cfa_core::RULE_COMMENT`], `cf-allowlist`), one per
@@ -16,13 +17,17 @@
 //! ufw deny proto tcp from 0.0.0.0/0 to 0.0.0.0/0 port 80,443 comment cf-allowlist   (and ::/0)
 //! ```
 //!
-//! - **Read** from ufw's own tuple lines in `user.rules` / `user6.rules` (see [`tuple`]), plus one
-//!   `ufw status` (is ufw installed, is it active). Reading never writes. Every range that an
+//! - **Read** from ufw's files only, starting no process: ufw's own tuple lines in `user.rules` /
+//!   `user6.rules` (see [`tuple`]), `ENABLED=` in `ufw.conf` (is ufw active) and the defaults
+//!   file; ufw counts as installed when the `ufw` program is found and its files are there. A
+//!   no-op sync therefore costs no Python start. Reading never writes. Every range that an
 //!   inbound allow rule of ours covers counts as live, whatever its shape (ports, protocol): a rule
 //!   of another shape is reported as outdated and rewritten, but the engine's add-only and shrink
 //!   guards see its range.
-//! - **Apply** only the difference, one `ufw` process per added or deleted rule (ufw has no batch
-//!   mode); when ufw is active an added rule is appended to the running chain without a reload.
+//! - **Apply** only the difference, one ufw command per added or deleted rule (ufw has no batch
+//!   mode), all of them run by one Python process that drives ufw's frontend exactly as the CLI
+//!   does ([`Driver::Frontend`], the default), or one `ufw` process each ([`Driver::Cli`]); when
+//!   ufw is active an added rule is appended to the running chain without a reload.
 //!   With restrict, a new allow rule is inserted (`ufw insert N`) before our deny rule, so the deny
 //!   stays last among ours and an operator rule appended later still comes after it. Each step is
 //!   recorded; on failure the applied steps are undone in reverse (a deleted rule is re-inserted
@@ -35,19 +40,27 @@
 //!   would win over it: that plan is refused, naming the rule and how to delete it. Without
 //!   restrict, such a rule (or a default incoming policy of ACCEPT) is reported in
 //!   [`Live::warnings`]: the allowlist then does not restrict anyone.
-//! - An inactive ufw keeps the rules in its files (they take effect when it is enabled) and is
-//!   reported in [`Live::warnings`]; this backend never enables ufw. With `IPV6=no` in ufw's
-//!   defaults, ufw ignores `user6.rules`; the IPv6 ranges are skipped with a warning.
+//! - An inactive ufw (`ENABLED=no` in `ufw.conf`: ufw neither loads its rules at boot nor
+//!   touches the running chains when a rule changes) keeps the rules in its files (they take
+//!   effect when it is enabled) and is reported in [`Live::warnings`]; this backend never enables
+//!   ufw. With `IPV6=no` in ufw's defaults, ufw ignores `user6.rules`; the IPv6 ranges are skipped
+//!   with a warning.
 
+pub mod driver;
 pub mod tuple;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
 
-use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner, Structure};
+use cfa_core::process::CommandErrorKind;
+use cfa_core::{
+    AllowList, Backend, BackendError, CommandError, Family, Live, Plan, RuleSpec, Runner, Structure,
+};
 use ipnet::IpNet;
 
+pub use crate::driver::Driver;
+use crate::driver::{Call, Stopped};
 use crate::tuple::{encode_hex, parse_rules, ports_cover, shell_line, Key, Tuple};
 
 /// Where ufw keeps its rules and how our rules are tagged.
@@ -60,6 +73,9 @@ pub struct UfwOptions {
     pub dir: PathBuf,
     /// ufw's defaults file (`IPV6=yes|no`, `DEFAULT_INPUT_POLICY`). Default `/etc/default/ufw`.
     pub defaults_file: PathBuf,
+    /// How ufw commands run: one Python process per apply driving ufw's frontend (default), or
+    /// one `ufw` process per command.
+    pub driver: Driver,
 }
 
 impl Default for UfwOptions {
@@ -68,6 +84,7 @@ impl Default for UfwOptions {
             comment: cfa_core::RULE_COMMENT.to_string(),
             dir: PathBuf::from("/etc/ufw"),
             defaults_file: PathBuf::from("/etc/default/ufw"),
+            driver: Driver::default(),
         }
     }
 }
@@ -80,28 +97,81 @@ pub struct UfwBackend {
     runner: Runner,
 }
 
-/// Whether ufw is installed and active (`ufw status` says `Status: active`), for `backend: auto`.
+/// Whether ufw is installed and active, for `backend: auto`: the `ufw` program is found and
+/// `/etc/ufw/ufw.conf` (after `/etc/default/ufw`, as ufw reads them) says `ENABLED=yes`.
+///
+/// The files are read through `runner` (one `cat` each), so that a runner in a network namespace
+/// sees that namespace's `/etc/netns/NS/` overlay as ufw there would; no Python starts. (ufw's
+/// `status` asks the kernel whether its chains are loaded; `ENABLED=yes` is what makes ufw load
+/// them at boot and update them on every rule change, and the two agree unless someone flushed
+/// the chains by hand.) [`is_active_in`] reads given paths directly, without any process.
 pub fn is_active(runner: &Runner) -> bool {
-    matches!(status(runner), Ok(true))
-}
-
-/// Runs `ufw status`; `Ok(true)` when active.
-fn status(runner: &Runner) -> Result<bool, BackendError> {
-    let out = runner
-        .run("ufw", &["status"], None)
-        .map_err(|e| BackendError::command("checking ufw's status (is ufw installed?)", e))?;
-    parse_status(&out.stdout)
-}
-
-fn parse_status(stdout: &str) -> Result<bool, BackendError> {
-    match stdout.lines().next().map(str::trim) {
-        Some("Status: active") => Ok(true),
-        Some("Status: inactive") => Ok(false),
-        _ => Err(BackendError::Parse {
-            what: "ufw status".into(),
-            reason: format!("expected `Status: active` or `Status: inactive`, got {stdout:?}"),
-        }),
+    if !runner.has("ufw") {
+        return false;
     }
+    let read = |path: &str| runner.run("cat", &["--", path], None).map(|o| o.stdout);
+    let Ok(conf) = read("/etc/ufw/ufw.conf") else {
+        return false;
+    };
+    let defaults = read("/etc/default/ufw").unwrap_or_default();
+    ufw_enabled(&defaults, &conf)
+}
+
+/// [`is_active`] for the files `options` names (`ufw.conf` in [`UfwOptions::dir`], the defaults
+/// file), read directly: no process at all.
+pub fn is_active_in(runner: &Runner, options: &UfwOptions) -> bool {
+    runner.has("ufw") && matches!(read_enabled(options), Ok(true))
+}
+
+/// `ENABLED=` from ufw's files as ufw reads it; `Err` when `ufw.conf` cannot be read.
+fn read_enabled(options: &UfwOptions) -> Result<bool, BackendError> {
+    let conf_path = options.dir.join("ufw.conf");
+    let conf =
+        fs::read_to_string(&conf_path).map_err(|e| BackendError::io("reading", &conf_path, e))?;
+    let path = &options.defaults_file;
+    let defaults = fs::read_to_string(path).map_err(|e| BackendError::io("reading", path, e))?;
+    Ok(ufw_enabled(&defaults, &conf))
+}
+
+/// Whether ufw is enabled, decided as ufw's `UFWBackend._get_defaults` and `is_enabled` do: the
+/// defaults file, then `ufw.conf`, each line that starts `KEY=value` (word characters, the value
+/// optionally quoted) sets the lower-cased key to the text between the first and second `=`,
+/// lower-cased and stripped of quotes; the last assignment wins; enabled is `enabled == "yes"`.
+fn ufw_enabled(defaults: &str, conf: &str) -> bool {
+    let mut enabled = None;
+    for line in defaults.lines().chain(conf.lines()) {
+        if !ufw_assignment(line) {
+            continue;
+        }
+        let mut parts = line.trim().split('=');
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next().unwrap_or_default();
+        if key.to_lowercase() == "enabled" {
+            enabled = Some(value.to_lowercase().trim_matches(['"', '\'']).to_string());
+        }
+    }
+    enabled.as_deref() == Some("yes")
+}
+
+/// ufw's pattern for a settings line: `^\w+="?\w+"?`.
+fn ufw_assignment(line: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let Some((key, value)) = line.split_once('=') else {
+        return false;
+    };
+    let value = value.strip_prefix('"').unwrap_or(value);
+    !key.is_empty() && key.chars().all(word) && value.starts_with(word)
+}
+
+/// ufw is missing: the error `read` and friends give, as a failed command would.
+fn not_installed() -> BackendError {
+    BackendError::command(
+        "checking whether ufw is installed",
+        CommandError {
+            command: "ufw".into(),
+            kind: CommandErrorKind::NotFound,
+        },
+    )
 }
 
 /// What ufw's defaults file says, read as ufw reads it: `KEY=value`, quotes stripped, keys
@@ -301,19 +371,18 @@ impl UfwBackend {
         })
     }
 
-    /// Reads ufw's state: the defaults file, the rules files and, with `status`, `ufw status`
-    /// (only `read` reports whether ufw is active; apply and purge save the ~0.1 s it costs).
-    fn scan(&self, status_too: bool) -> Result<Scan, BackendError> {
+    /// Reads ufw's state from its files alone (no process): whether `ufw` is installed, `ENABLED=`
+    /// in `ufw.conf`, the defaults file and the rules files.
+    fn scan(&self) -> Result<Scan, BackendError> {
         if self.options.comment.trim().is_empty() {
             return Err(BackendError::Conflict(
                 "the ufw comment is empty: it is what tells our rules from the operator's".into(),
             ));
         }
-        let active = if status_too {
-            status(&self.runner)?
-        } else {
-            true
-        };
+        if !self.runner.has("ufw") {
+            return Err(not_installed());
+        }
+        let active = read_enabled(&self.options)?;
         let defaults = self.defaults()?;
         let v4 = self.read_rules("user.rules", false)?;
         // ufw reads user6.rules only when IPv6 is on; so do we.
@@ -880,36 +949,18 @@ impl UfwBackend {
             .find_map(|i| model.insert_number(anchor.v6, i).map(|n| (i, n)))
     }
 
-    /// Runs one `ufw` call and checks that it did what it was asked (ufw exits 0 also when it
-    /// skipped an existing rule or could not find the rule to delete).
-    fn run_ufw(&self, args: &[String], expect: &[&str]) -> Result<(), BackendError> {
-        let line = format!("ufw {}", args.join(" "));
-        let out = self
-            .runner
-            .run("ufw", args, None)
-            .map_err(|e| BackendError::command(format!("running `{line}`"), e))?;
-        let ok = out.stdout.lines().any(|l| {
-            let l = l.trim().trim_end_matches(" (v6)");
-            expect.contains(&l)
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err(BackendError::Conflict(format!(
-                "`{line}` did not do what was asked: {}{}",
-                out.stdout.trim(),
-                out.stderr.trim()
-            )))
-        }
-    }
-
-    fn delete(&self, rule: &Tuple) -> Result<(), BackendError> {
+    /// The command that deletes `rule`.
+    fn delete_call(rule: &Tuple) -> Result<Call, BackendError> {
         let args = rule.cli_args(&["delete"]).map_err(BackendError::Conflict)?;
-        self.run_ufw(&args, &["Rule deleted", "Rules updated"])
+        Ok(Call {
+            args,
+            expect: &["Rule deleted", "Rules updated"],
+        })
     }
 
-    /// Puts a deleted rule back where it was: `ufw insert N`, or a plain add when it was last.
-    fn reinsert(&self, model: &Scan, rule: &Tuple, index: usize) -> Result<(), BackendError> {
+    /// The command that puts a deleted rule back where it was: `ufw insert N`, or a plain add
+    /// when it was last.
+    fn reinsert_call(model: &Scan, rule: &Tuple, index: usize) -> Result<Call, BackendError> {
         let op = if index >= model.family(rule.v6).len() {
             Op::Add
         } else {
@@ -926,48 +977,79 @@ impl UfwBackend {
             rule: rule.clone(),
         }
         .call()?;
-        self.run_ufw(&args, expect)
+        Ok(Call { args, expect })
     }
 
-    /// Runs `steps` against `scan` (kept as a model of ufw's lists); on failure undoes the
-    /// applied steps in reverse and returns the error.
-    fn execute(&self, mut model: Scan, steps: Vec<Step>) -> Result<(), BackendError> {
-        let mut applied: Vec<Applied> = Vec::new();
+    /// Runs `steps` against `model` (ufw's lists as scanned). Every step is first checked
+    /// against the model and turned into its ufw command (a step that does not fit changes
+    /// nothing); then all run in order as one batch through the driver, which stops at the first
+    /// failure. On failure the applied steps are undone in reverse and the error returned.
+    fn execute(&self, model: Scan, steps: Vec<Step>) -> Result<(), BackendError> {
+        let mut next = model.clone();
+        let mut calls = Vec::with_capacity(steps.len());
+        let mut applied = Vec::with_capacity(steps.len());
         for step in &steps {
-            let result = step.call().and_then(|(args, expect)| {
-                // Check the step against the model before ufw runs it.
-                let mut next = model.clone();
-                let done = step.commit(&mut next)?;
-                self.run_ufw(&args, expect)?;
-                model = next;
-                Ok(done)
-            });
-            match result {
-                Ok(done) => applied.push(done),
-                Err(e) => return Err(self.undo(model, applied, e)),
+            let (args, expect) = step.call()?;
+            applied.push(step.commit(&mut next)?);
+            calls.push(Call { args, expect });
+        }
+        match driver::run(&self.runner, self.options.driver, &calls) {
+            Ok(()) => {
+                tracing::info!(
+                    steps = steps.len(),
+                    driver = %self.options.driver,
+                    "ufw rules updated"
+                );
+                Ok(())
+            }
+            Err(Stopped { done, error }) => {
+                // ufw's lists after the steps that went through (they fitted the model above).
+                let mut state = model;
+                for step in &steps[..done] {
+                    if let Err(e) = step.commit(&mut state) {
+                        return Err(BackendError::undo_failed(error, e));
+                    }
+                }
+                applied.truncate(done);
+                Err(self.undo(state, applied, error))
             }
         }
-        tracing::info!(steps = steps.len(), "ufw rules updated");
-        Ok(())
     }
 
+    /// Undoes `applied` (which turned ufw's lists into `model`) in reverse, in one batch.
     fn undo(&self, mut model: Scan, applied: Vec<Applied>, cause: BackendError) -> BackendError {
         let count = applied.len();
+        let mut calls = Vec::with_capacity(count);
+        // An undo step that cannot even be expressed ends the undo there, as a failed one does.
+        let mut unexpressible = None;
         for done in applied.into_iter().rev() {
-            let result = match &done {
-                Applied::Added(rule) => self.delete(rule).map(|()| {
+            let call = match &done {
+                Applied::Added(rule) => Self::delete_call(rule).inspect(|_| {
                     let list = model.family_mut(rule.v6);
                     if let Some(i) = list.iter().rposition(|t| t == rule) {
                         list.remove(i);
                     }
                 }),
-                Applied::Deleted(rule, index) => self
-                    .reinsert(&model, rule, *index)
-                    .map(|()| model.family_mut(rule.v6).insert(*index, rule.clone())),
+                Applied::Deleted(rule, index) => {
+                    Self::reinsert_call(&model, rule, *index).inspect(|_| {
+                        let list = model.family_mut(rule.v6);
+                        list.insert((*index).min(list.len()), rule.clone());
+                    })
+                }
             };
-            if let Err(undo) = result {
-                return BackendError::undo_failed(cause, undo);
+            match call {
+                Ok(call) => calls.push(call),
+                Err(e) => {
+                    unexpressible = Some(e);
+                    break;
+                }
             }
+        }
+        if let Err(Stopped { error, .. }) = driver::run(&self.runner, self.options.driver, &calls) {
+            return BackendError::undo_failed(cause, error);
+        }
+        if let Some(e) = unexpressible {
+            return BackendError::undo_failed(cause, e);
         }
         if count == 0 {
             return cause;
@@ -1019,23 +1101,23 @@ impl Backend for UfwBackend {
     }
 
     fn read(&self) -> Result<Live, BackendError> {
-        let scan = self.scan(true)?;
+        let scan = self.scan()?;
         Ok(self.live_from(&scan))
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
-        let scan = self.scan(false)?;
+        let scan = self.scan()?;
         self.steps(&scan, &plan.after).map(|_| ())
     }
 
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
-        let scan = self.scan(false)?;
+        let scan = self.scan()?;
         let steps = self.steps(&scan, &plan.after)?;
         self.execute(scan, steps)
     }
 
     fn purge(&self) -> Result<(), BackendError> {
-        let scan = self.scan(false)?;
+        let scan = self.scan()?;
         if !scan.ipv6 {
             let path = self.options.dir.join("user6.rules");
             if let Ok(rules) = self.read_rules("user6.rules", true) {
@@ -1111,12 +1193,33 @@ mod tests {
     }
 
     #[test]
-    fn status_output_captured_from_ufw() {
-        let active = include_str!("../tests/fixtures/status-active.txt");
-        let inactive = include_str!("../tests/fixtures/status-inactive.txt");
-        assert!(parse_status(active).unwrap());
-        assert!(!parse_status(inactive).unwrap());
-        assert!(parse_status("ERROR: problem running\n").is_err());
+    fn enabled_is_read_from_ufws_files_as_ufw_reads_them() {
+        let stock_conf = "# /etc/ufw/ufw.conf\n#\n\nENABLED=no\n\nLOGLEVEL=low\n";
+        let defaults = "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\n";
+        assert!(!ufw_enabled(defaults, stock_conf));
+        assert!(ufw_enabled(
+            defaults,
+            &stock_conf.replace("ENABLED=no", "ENABLED=yes")
+        ));
+        for (conf, enabled) in [
+            ("ENABLED=\"yes\"\n", true),
+            ("enabled=YES\n", true),
+            ("ENABLED=yes\r\n", true),
+            // The last assignment wins; ufw.conf is read after the defaults file.
+            ("ENABLED=yes\nENABLED=no\n", false),
+            // What ufw's `^\\w+="?\\w+"?` does not take is no assignment.
+            (" ENABLED=yes\n", false),
+            ("ENABLED='yes'\n", false),
+            ("ENABLED = yes\n", false),
+            ("#ENABLED=yes\n", false),
+            // The value is the text up to a second `=` or the end, comments included.
+            ("ENABLED=yes # on\n", false),
+            ("", false),
+        ] {
+            assert_eq!(ufw_enabled("", conf), enabled, "{conf:?}");
+        }
+        assert!(ufw_enabled("ENABLED=yes\n", "LOGLEVEL=low\n"));
+        assert!(!ufw_enabled("ENABLED=yes\n", "ENABLED=no\n"));
     }
 
     #[test]
