@@ -24,6 +24,7 @@ mod names;
 pub mod netlink;
 mod parse;
 mod script;
+mod structure;
 #[doc(hidden)]
 pub mod wire;
 
@@ -232,15 +233,18 @@ impl NftablesBackend {
 
     /// Fills the elements of our sets in `table` (listed without them) from the kernel. A set
     /// that vanished since the listing is dropped from `table`, so it reads as missing.
-    fn fill_elements(&self, table: &mut NftTable) -> Result<(), BackendError> {
+    fn fill_elements(
+        &self,
+        nl: &mut Option<Nfnl>,
+        table: &mut NftTable,
+    ) -> Result<(), BackendError> {
         let family = self.family_number()?;
-        let mut nl: Option<Nfnl> = None;
         for key in Family::ALL {
             let name = self.layout.set_name(key);
             let Some(set) = table.sets.get_mut(name) else {
                 continue;
             };
-            let nl = match &mut nl {
+            let nl = match nl {
                 Some(nl) => nl,
                 None => nl.insert(self.netlink()?),
             };
@@ -324,9 +328,40 @@ impl NftablesBackend {
         })
     }
 
+    /// The structure read over netlink ([`structure`]) when it is exactly what we write, else
+    /// with `nft -j` (the authority); `nl` is left open for the elements.
+    fn quick_table(&self, nl: &mut Option<Nfnl>) -> Result<Option<NftTable>, BackendError> {
+        let quick = match nl {
+            Some(nl) => structure::read(nl, &self.layout),
+            None => match self.netlink() {
+                Ok(opened) => structure::read(nl.insert(opened), &self.layout),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no netlink socket for the structure; asking nft");
+                    return self.live_table();
+                }
+            },
+        };
+        match quick {
+            Ok(structure::Quick::Table(t)) => Ok(Some(t)),
+            Ok(structure::Quick::Absent) => self.table_or_absent(None),
+            Ok(structure::Quick::Unsure(why)) => {
+                tracing::debug!(reason = %why, "structure not confirmed over netlink; asking nft");
+                self.live_table()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the structure over netlink failed; asking nft");
+                self.live_table()
+            }
+        }
+    }
+
     /// The table to work on: ours may be absent (an empty table then); an operator's must exist.
     fn live_table(&self) -> Result<Option<NftTable>, BackendError> {
-        match self.list_table()? {
+        self.table_or_absent(self.list_table()?)
+    }
+
+    fn table_or_absent(&self, table: Option<NftTable>) -> Result<Option<NftTable>, BackendError> {
+        match table {
             Some(t) => Ok(Some(t)),
             None if self.layout.owned => Ok(None),
             None => Err(BackendError::Conflict(format!(
@@ -335,6 +370,31 @@ impl NftablesBackend {
                 self.layout.chain
             ))),
         }
+    }
+}
+
+/// The two ways of reading, side by side, for tests that compare them.
+#[doc(hidden)]
+impl NftablesBackend {
+    /// [`Backend::read`] through the netlink fast path alone: `Err(why)` inside when it cannot
+    /// confirm the structure (where `read` would ask `nft -j`).
+    pub fn read_fast(&self) -> Result<Result<Live, String>, BackendError> {
+        let mut socket = self.netlink()?;
+        let quick = structure::read(&mut socket, &self.layout)
+            .map_err(|e| BackendError::kernel("reading the structure over netlink", e))?;
+        let mut nl = Some(socket);
+        let table = match quick {
+            structure::Quick::Table(t) => Some(t),
+            structure::Quick::Absent => self.table_or_absent(None)?,
+            structure::Quick::Unsure(why) => return Ok(Err(why)),
+        };
+        Ok(Ok(self.judge(&mut nl, table)?))
+    }
+
+    /// [`Backend::read`] with the structure from `nft -j` (the fallback), never the fast path.
+    pub fn read_with_nft(&self) -> Result<Live, BackendError> {
+        let table = self.live_table()?;
+        self.judge(&mut None, table)
     }
 }
 
@@ -348,18 +408,9 @@ impl Backend for NftablesBackend {
     }
 
     fn read(&self) -> Result<Live, BackendError> {
-        let Some(mut table) = self.live_table()? else {
-            return Ok(Live::absent());
-        };
-        self.fill_elements(&mut table)?;
-        let mut live = script::inspect(&self.layout, &table);
-        for f in &self.dropped_families {
-            live.warnings.push(format!(
-                "{f} ranges are not managed: nftables table family {} cannot hold them",
-                self.layout.family
-            ));
-        }
-        Ok(live)
+        let mut nl = None;
+        let table = self.quick_table(&mut nl)?;
+        self.judge(&mut nl, table)
     }
 
     fn check(&self, plan: &Plan) -> Result<(), BackendError> {
@@ -378,6 +429,25 @@ impl Backend for NftablesBackend {
             self.run_script(&script, false)?;
         }
         Ok(())
+    }
+}
+
+impl NftablesBackend {
+    /// The live state from `table` (its structure, without elements): fills in the elements of
+    /// our sets over `nl` and judges it.
+    fn judge(&self, nl: &mut Option<Nfnl>, table: Option<NftTable>) -> Result<Live, BackendError> {
+        let Some(mut table) = table else {
+            return Ok(Live::absent());
+        };
+        self.fill_elements(nl, &mut table)?;
+        let mut live = script::inspect(&self.layout, &table);
+        for f in &self.dropped_families {
+            live.warnings.push(format!(
+                "{f} ranges are not managed: nftables table family {} cannot hold them",
+                self.layout.family
+            ));
+        }
+        Ok(live)
     }
 }
 

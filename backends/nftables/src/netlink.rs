@@ -324,6 +324,76 @@ impl Nfnl {
         })
     }
 
+    /// Sends the request `build(seq)` makes and collects the payloads (after the netlink header)
+    /// of the answers of type `reply`: a dump (`dump`) until its DONE, restarted when the kernel
+    /// flags it interrupted; a single request (sent with `NLM_F_ACK`) until its ack. `None` when
+    /// the kernel answers ENOENT (the table, chain or set does not exist).
+    pub(crate) fn query(
+        &mut self,
+        build: impl Fn(u32) -> Vec<u8>,
+        reply: u16,
+        dump: bool,
+        action: &str,
+    ) -> Result<Option<Vec<Vec<u8>>>, NlError> {
+        let parse = |source| NlError::Parse {
+            action: action.to_string(),
+            source,
+        };
+        let kernel = |errno: i32| NlError::Kernel {
+            action: action.to_string(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        for _ in 0..DUMP_ATTEMPTS {
+            let seq = self.take_seqs(1);
+            self.send(&build(seq), action)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            'answer: loop {
+                let n = self.recv(false, action)?.unwrap_or(0);
+                let msgs = split_messages(&self.buf[..n]).map_err(parse)?;
+                for m in msgs {
+                    if m.seq != seq || m.port != self.port {
+                        continue;
+                    }
+                    interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                    match m.ty {
+                        NLMSG_DONE => {
+                            let code = m
+                                .payload
+                                .get(..4)
+                                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                                .map_or(0, i32::from_ne_bytes);
+                            if code < 0 {
+                                return Err(kernel(-code));
+                            }
+                            break 'answer;
+                        }
+                        NLMSG_ERROR => {
+                            let ack = decode_ack(m.flags, m.payload).map_err(parse)?;
+                            if ack.code == 0 {
+                                if dump {
+                                    continue;
+                                }
+                                break 'answer;
+                            }
+                            if -ack.code == rustix::io::Errno::NOENT.raw_os_error() {
+                                return Ok(None);
+                            }
+                            return Err(kernel(-ack.code));
+                        }
+                        ty if ty == reply => out.push(m.payload.to_vec()),
+                        _ => {}
+                    }
+                }
+            }
+            if !interrupted {
+                return Ok(Some(out));
+            }
+            tracing::debug!(%action, "the ruleset changed during the dump; dumping again");
+        }
+        Err(kernel(rustix::io::Errno::INTR.raw_os_error()))
+    }
+
     /// Applies `changes` as one transaction, or with `check_only` has the kernel validate them
     /// and abort (nothing changes either way then). Every message of the batch gets an answer;
     /// every error is collected, each naming its operation, set and element.

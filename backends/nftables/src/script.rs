@@ -9,9 +9,9 @@ use crate::{Layout, CHAIN_PRIORITY};
 
 /// One rule we own: its `nft` text (without the comment) and the signature `nft -j` will report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RuleText {
-    text: String,
-    signature: String,
+pub(crate) struct RuleText {
+    pub(crate) text: String,
+    pub(crate) signature: String,
 }
 
 fn saddr(family: Family) -> &'static str {
@@ -21,7 +21,7 @@ fn saddr(family: Family) -> &'static str {
     }
 }
 
-fn set_type(family: Family) -> &'static str {
+pub(crate) fn set_type(family: Family) -> &'static str {
     match family {
         Family::V4 => "ipv4_addr",
         Family::V6 => "ipv6_addr",
@@ -29,7 +29,7 @@ fn set_type(family: Family) -> &'static str {
 }
 
 /// The rules we own, in order: an accept per family, then (restrict) a drop per family.
-fn rules(layout: &Layout) -> Vec<RuleText> {
+pub(crate) fn rules(layout: &Layout) -> Vec<RuleText> {
     let spec = &layout.spec;
     let ports: Vec<String> = spec.ports.iter().map(u16::to_string).collect();
     let ports_text = match ports.len() {

@@ -374,7 +374,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Starts a message (header and nfgenmsg); returns its offset for [`end_message`].
-fn begin_message(
+pub(crate) fn begin_message(
     buf: &mut Vec<u8>,
     ty: u16,
     flags: u16,
@@ -396,7 +396,7 @@ fn begin_message(
     start
 }
 
-fn end_message(buf: &mut [u8], start: usize) {
+pub(crate) fn end_message(buf: &mut [u8], start: usize) {
     let len = buf.len() - start;
     NetlinkBuffer::new(&mut buf[start..]).set_length(len as u32);
 }
@@ -413,7 +413,7 @@ fn put_batch_marker(buf: &mut Vec<u8>, ty: u16, seq: u32) {
     end_message(buf, msg);
 }
 
-fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
+pub(crate) fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
     let len = 4 + value.len();
     buf.extend_from_slice(&(len as u16).to_le_bytes());
     buf.extend_from_slice(&ty.to_le_bytes());
@@ -421,7 +421,7 @@ fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
     buf.resize(buf.len() + (align4(len) - len), 0);
 }
 
-fn put_str(buf: &mut Vec<u8>, ty: u16, value: &str) {
+pub(crate) fn put_str(buf: &mut Vec<u8>, ty: u16, value: &str) {
     let mut bytes = Vec::with_capacity(value.len() + 1);
     bytes.extend_from_slice(value.as_bytes());
     bytes.push(0);
@@ -616,11 +616,11 @@ pub fn split_messages(mut buf: &[u8]) -> Result<Vec<Message<'_>>, WireError> {
 }
 
 /// The attributes in `buf`: (type without the flag bits, flags, value).
-struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     buf: &'a [u8],
 }
 
-fn attrs(buf: &[u8]) -> Attrs<'_> {
+pub(crate) fn attrs(buf: &[u8]) -> Attrs<'_> {
     Attrs { buf }
 }
 
@@ -655,7 +655,7 @@ impl<'a> Iterator for Attrs<'a> {
     }
 }
 
-fn c_string(value: &[u8]) -> String {
+pub(crate) fn c_string(value: &[u8]) -> String {
     let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
