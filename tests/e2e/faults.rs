@@ -601,11 +601,16 @@ impl Rig {
 /// Every tool call of the change A -> B fails once, in turn; then every call is preceded by a
 /// SIGKILL of the whole run, in turn.
 fn apply_matrix(kind: Kind, tag: &str) -> (usize, usize) {
-    apply_matrix_from(kind, tag, Start::OldList)
+    apply_matrix_from(kind, tag, Start::OldList, None)
 }
 
-fn apply_matrix_from(kind: Kind, tag: &str, start: Start) -> (usize, usize) {
+/// [`apply_matrix`] from `start`, with `config` (the whole file, but for the state and the
+/// sources) instead of the rig's own.
+fn apply_matrix_from(kind: Kind, tag: &str, start: Start, config: Option<&str>) -> (usize, usize) {
     let rig = Rig::new(kind, tag);
+    if let Some(config) = config {
+        rig.env.config(config);
+    }
     // One warm-up round A -> B first: ufw completes its own IPv6 chains on its first reload.
     rig.at(start);
     rig.serve(true);
@@ -721,8 +726,12 @@ fn apply_matrix_from(kind: Kind, tag: &str, start: Start) -> (usize, usize) {
 fn apply_faults_nftables() {
     let (f, k) = apply_matrix(Kind::Nftables, "axnft");
     assert_eq!((f, k), (0, 0), "an element change calls no tool");
-    // Building the table is `nft -f`: that call fails, and is killed before, in turn.
-    let (f, k) = apply_matrix_from(Kind::Nftables, "axnfb", Start::Empty);
+    // A first sync builds the table with `nft -f` (empty sets, the accepts), fills the sets over
+    // netlink, then appends the restrict rules with `nft -f`: each call fails, and is killed
+    // before, in turn; a failure after the first deletes the table again.
+    let restrict = "backend: nftables\nrestrict: true\nfetch: { timeout: 1s, retries: 1 }\n";
+    let (f, k) = apply_matrix_from(Kind::Nftables, "axnfb", Start::Empty, Some(restrict));
+    assert_eq!(f, 2, "two nft calls: the table, the restrict rules");
     eprintln!("apply fault matrix, nftables first sync: {f} failures, {k} kills");
 }
 

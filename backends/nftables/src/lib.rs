@@ -14,9 +14,12 @@
 //! ...` (terse: without the sets' elements). The elements of our sets are read, changed and read
 //! back over netlink from this process ([`netlink`], messages encoded in [`wire`]): one nfnetlink
 //! batch per change, which the kernel applies as one transaction, as it does `nft -f`; a dry run
-//! sends the same batch without its end, so the kernel checks it and throws it away. Creating or
-//! rebuilding the structure (rare) is one `nft -f` transaction with the elements inside; its dry
-//! run is `nft -c`. Why not `nft` for the elements too: nft lists a 60,000-element set in 0.6 s
+//! sends the same batch without its end, so the kernel checks it and throws it away. Rebuilding a
+//! wrong structure (rare) is one `nft -f` transaction with the elements inside; its dry run is
+//! `nft -c`. A first sync of our own table (none there) goes in stages, none of which lets anyone
+//! in or keeps anyone out that no table would not: `nft -f` of the table with empty sets and the
+//! accept rules, the elements over netlink, then `nft -f` appending the restrict rules; a failure
+//! after the first stage deletes the table again. Why not `nft` for the elements too: nft lists a 60,000-element set in 0.6 s
 //! and ~95 MB, and re-reads the whole set to add one element.
 
 mod names;
@@ -295,13 +298,52 @@ impl NftablesBackend {
         if plan.rebuild.is_some() {
             // What the rebuild script needs of the live table: our tagged rules' handles and
             // stale sets (not their elements: the script flushes or replaces them).
-            let live = self.live_table()?.unwrap_or_default();
+            let mut nl = None;
+            let live = self.quick_table(&mut nl)?;
+            if live.is_none() && self.layout.owned && !check_only {
+                return self.first_sync(plan);
+            }
             return self.run_script(
-                &script::rebuild_script(&self.layout, &plan.after, &live),
+                &script::rebuild_script(&self.layout, &plan.after, &live.unwrap_or_default()),
                 check_only,
             );
         }
-        let changes = self.changes(plan)?;
+        self.commit(&self.changes(plan)?, plan, check_only)
+    }
+
+    /// Our own table where there is none, in the stages of [`script::staged_table_script`]: no
+    /// stage lets anyone in or keeps anyone out that having no table would not, so only the end
+    /// state counts; a failure in a later stage deletes the table again.
+    fn first_sync(&self, plan: &Plan) -> Result<(), BackendError> {
+        self.run_script(&script::staged_table_script(&self.layout), false)?;
+        let rest = || -> Result<(), BackendError> {
+            let all = Plan {
+                add: plan.after.clone(),
+                remove: cfa_core::AllowList::new(),
+                ..plan.clone()
+            };
+            self.commit(&self.changes(&all)?, &all, false)?;
+            if let Some(drops) = script::drop_rules_script(&self.layout) {
+                self.run_script(&drops, false)?;
+            }
+            Ok(())
+        };
+        rest().map_err(|cause| {
+            let undo = format!("delete table {}\n", self.layout.table_ref());
+            match self.run_script(&undo, false) {
+                Ok(()) => cause,
+                Err(undo) => BackendError::undo_failed(cause, undo),
+            }
+        })
+    }
+
+    /// Sends the element changes `changes` (of `plan`) in one batch.
+    fn commit(
+        &self,
+        changes: &[SetChange],
+        plan: &Plan,
+        check_only: bool,
+    ) -> Result<(), BackendError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -312,7 +354,7 @@ impl NftablesBackend {
             check_only,
             "nftables element batch over netlink"
         );
-        self.netlink()?.commit(&changes, check_only).map_err(|e| {
+        self.netlink()?.commit(changes, check_only).map_err(|e| {
             let action = if check_only {
                 format!(
                     "checking the element changes to {}",

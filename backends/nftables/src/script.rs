@@ -12,6 +12,8 @@ use crate::{Layout, CHAIN_PRIORITY};
 pub(crate) struct RuleText {
     pub(crate) text: String,
     pub(crate) signature: String,
+    /// A restrict rule (`!= @set drop`), as opposed to an accept.
+    pub(crate) drop: bool,
 }
 
 fn saddr(family: Family) -> &'static str {
@@ -75,6 +77,7 @@ pub(crate) fn rules(layout: &Layout) -> Vec<RuleText> {
             let set = layout.set_name(family);
             let (op_text, op_sig) = if negate { ("!= ", "!=") } else { ("", "==") };
             out.push(RuleText {
+                drop: negate,
                 text: format!(
                     "{proto_text} {} saddr {op_text}@{set} {verdict}",
                     saddr(family)
@@ -233,6 +236,66 @@ pub(crate) fn quoted(text: &str) -> String {
     out
 }
 
+/// A first sync of our own table in stages, each of which opens and closes nothing compared with
+/// having no table: (1) this script builds the table with empty sets and only the accept rules
+/// (they match nobody yet); (2) the elements go in over netlink (now Cloudflare is accepted by us,
+/// nobody is dropped by us); (3) [`drop_rules_script`] appends the restrict rules, if any. nft
+/// then parses no elements at all: with 60,000 ranges that was most of a first sync's time
+/// (~0.3 s) and memory (~50 MB).
+pub(crate) fn staged_table_script(layout: &Layout) -> String {
+    let accepts: Vec<RuleText> = rules(layout).into_iter().filter(|r| !r.drop).collect();
+    own_table_script(layout, &AllowList::new(), &accepts)
+}
+
+/// Stage 3 of [`staged_table_script`]: the restrict rules appended after the accepts; `None`
+/// without restrict.
+pub(crate) fn drop_rules_script(layout: &Layout) -> Option<String> {
+    let t = layout.table_ref();
+    let comment = quoted(RULE_COMMENT);
+    let mut s = String::new();
+    for rule in rules(layout).into_iter().filter(|r| r.drop) {
+        let _ = writeln!(
+            s,
+            "add rule {t} {} {} comment {comment}",
+            layout.chain, rule.text
+        );
+    }
+    (!s.is_empty()).then_some(s)
+}
+
+/// Our own table holding `after`, with `rules`, replacing whatever table of that name exists, in one
+/// transaction.
+fn own_table_script(layout: &Layout, after: &AllowList, rules: &[RuleText]) -> String {
+    let t = layout.table_ref();
+    let comment = quoted(RULE_COMMENT);
+    let mut s = String::new();
+    // Replace the whole table in one transaction: `add` makes the `delete` safe when it is absent.
+    let _ = writeln!(s, "add table {t}");
+    let _ = writeln!(s, "delete table {t}");
+    let _ = writeln!(s, "table {t} {{");
+    for family in &layout.families {
+        let _ = writeln!(s, "\tset {} {{", layout.set_name(*family));
+        let _ = writeln!(s, "\t\ttype {}", set_type(*family));
+        let _ = writeln!(s, "\t\tflags interval");
+        if after.len_of(*family) > 0 {
+            let _ = writeln!(s, "\t\telements = {{ {} }}", elements(after, *family));
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(s, "\tchain {} {{", layout.chain);
+    let _ = writeln!(
+        s,
+        "\t\ttype filter hook input priority filter - {}; policy accept;",
+        -CHAIN_PRIORITY
+    );
+    for rule in rules {
+        let _ = writeln!(s, "\t\t{} comment {comment}", rule.text);
+    }
+    let _ = writeln!(s, "\t}}");
+    let _ = writeln!(s, "}}");
+    s
+}
+
 /// The transaction that builds (or rebuilds) our objects holding `after`: the whole table when it
 /// is ours, our sets and tagged rules in an operator's table. Element changes alone do not go
 /// through nft (see the crate documentation).
@@ -242,31 +305,7 @@ pub(crate) fn rebuild_script(layout: &Layout, after: &AllowList, live: &NftTable
     let comment = quoted(RULE_COMMENT);
     let mut s = String::new();
     if layout.owned {
-        // Replace the whole table in one transaction: `add` makes the `delete` safe when it is absent.
-        let _ = writeln!(s, "add table {t}");
-        let _ = writeln!(s, "delete table {t}");
-        let _ = writeln!(s, "table {t} {{");
-        for family in &layout.families {
-            let _ = writeln!(s, "\tset {} {{", layout.set_name(*family));
-            let _ = writeln!(s, "\t\ttype {}", set_type(*family));
-            let _ = writeln!(s, "\t\tflags interval");
-            if after.len_of(*family) > 0 {
-                let _ = writeln!(s, "\t\telements = {{ {} }}", elements(after, *family));
-            }
-            let _ = writeln!(s, "\t}}");
-        }
-        let _ = writeln!(s, "\tchain {} {{", layout.chain);
-        let _ = writeln!(
-            s,
-            "\t\ttype filter hook input priority filter - {}; policy accept;",
-            -CHAIN_PRIORITY
-        );
-        for rule in rules(layout) {
-            let _ = writeln!(s, "\t\t{} comment {comment}", rule.text);
-        }
-        let _ = writeln!(s, "\t}}");
-        let _ = writeln!(s, "}}");
-        return s;
+        return own_table_script(layout, after, &rules(layout));
     }
     // An operator's table: remove our tagged rules, (re)fill our sets, insert our rules at the top.
     let chain = &layout.chain;
@@ -376,6 +415,41 @@ mod tests {
             &plan.after,
             &NftTable::default()
         ));
+    }
+
+    #[test]
+    fn a_staged_first_sync_builds_no_elements_and_appends_the_drops_last() {
+        let spec = RuleSpec {
+            ports: vec![443],
+            restrict: true,
+            ..RuleSpec::default()
+        };
+        let l = layout(spec, true);
+        let table = staged_table_script(&l);
+        assert!(!table.contains("elements"), "{table}");
+        assert!(!table.contains("drop"), "{table}");
+        assert!(table.contains("ip saddr @allow_v4 accept"), "{table}");
+        insta::assert_snapshot!(drop_rules_script(&l).unwrap(), @r#"
+        add rule inet cf_allowlist input tcp dport 443 ip saddr != @allow_v4 drop comment "cf-allowlist"
+        add rule inet cf_allowlist input tcp dport 443 ip6 saddr != @allow_v6 drop comment "cf-allowlist"
+        "#);
+        // Stages 1 and 3 together are the whole table's rules, in its order.
+        let whole = rebuild_script(&l, &AllowList::new(), &NftTable::default());
+        let drops = drop_rules_script(&l).unwrap();
+        let mut rules: Vec<&str> = table.lines().filter(|x| x.contains("saddr")).collect();
+        let added: Vec<String> = drops
+            .lines()
+            .map(|x| {
+                x.trim_start_matches("add rule inet cf_allowlist input ")
+                    .to_string()
+            })
+            .collect();
+        rules.extend(added.iter().map(|x| x.as_str()));
+        let expected: Vec<&str> = whole.lines().filter(|x| x.contains("saddr")).collect();
+        let trimmed: Vec<&str> = rules.iter().map(|x| x.trim()).collect();
+        let expected: Vec<&str> = expected.iter().map(|x| x.trim()).collect();
+        assert_eq!(trimmed, expected);
+        assert!(drop_rules_script(&layout(RuleSpec::default(), true)).is_none());
     }
 
     #[test]
