@@ -248,80 +248,19 @@ impl Nfnl {
         key: Family,
     ) -> Result<Option<SetContents>, NlError> {
         let action = format!("reading set {}", set_ref(family, table, set));
-        for _ in 0..DUMP_ATTEMPTS {
-            let seq = self.take_seqs(1);
-            let request = encode_get_elements(seq, family, table, set);
-            self.send(&request, &action)?;
-            let mut elements = Vec::new();
-            let mut interrupted = false;
-            'dump: loop {
-                let n = self.recv(false, &action)?.unwrap_or(0);
-                let msgs = split_messages(&self.buf[..n]).map_err(|source| NlError::Parse {
-                    action: action.clone(),
-                    source,
-                })?;
-                for m in msgs {
-                    if m.seq != seq || m.port != self.port {
-                        continue;
-                    }
-                    interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-                    match m.ty {
-                        NLMSG_DONE => {
-                            // A dump that failed half-way says so in its DONE.
-                            let code = m
-                                .payload
-                                .get(..4)
-                                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                                .map_or(0, i32::from_ne_bytes);
-                            if code < 0 {
-                                return Err(NlError::Kernel {
-                                    action,
-                                    source: io::Error::from_raw_os_error(-code),
-                                });
-                            }
-                            break 'dump;
-                        }
-                        NLMSG_ERROR => {
-                            let ack = decode_ack(m.flags, m.payload).map_err(|source| {
-                                NlError::Parse {
-                                    action: action.clone(),
-                                    source,
-                                }
-                            })?;
-                            if ack.code == 0 {
-                                continue;
-                            }
-                            if -ack.code == rustix::io::Errno::NOENT.raw_os_error() {
-                                return Ok(None);
-                            }
-                            return Err(NlError::Kernel {
-                                action,
-                                source: io::Error::from_raw_os_error(-ack.code),
-                            });
-                        }
-                        ty if ty == nft_type(NFT_MSG_NEWSETELEM) => {
-                            let dumped =
-                                decode_dump(m.payload).map_err(|source| NlError::Parse {
-                                    action: action.clone(),
-                                    source,
-                                })?;
-                            elements.extend(dumped.elements);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if !interrupted {
-                return Ok(Some(intervals(key, &elements)));
-            }
-            tracing::debug!(%action, "set changed during the dump; dumping again");
+        let build = |seq| encode_get_elements(seq, family, table, set);
+        let Some(payloads) = self.query(build, nft_type(NFT_MSG_NEWSETELEM), true, &action)? else {
+            return Ok(None);
+        };
+        let mut elements = Vec::new();
+        for payload in &payloads {
+            let dumped = decode_dump(payload).map_err(|source| NlError::Parse {
+                action: action.clone(),
+                source,
+            })?;
+            elements.extend(dumped.elements);
         }
-        Err(NlError::Kernel {
-            action,
-            source: io::Error::other(format!(
-                "the set kept changing during {DUMP_ATTEMPTS} dumps"
-            )),
-        })
+        Ok(Some(intervals(key, &elements)))
     }
 
     /// Sends the request `build(seq)` makes and collects the payloads (after the netlink header)
@@ -391,7 +330,12 @@ impl Nfnl {
             }
             tracing::debug!(%action, "the ruleset changed during the dump; dumping again");
         }
-        Err(kernel(rustix::io::Errno::INTR.raw_os_error()))
+        Err(NlError::Kernel {
+            action: action.to_string(),
+            source: io::Error::other(format!(
+                "the ruleset kept changing during {DUMP_ATTEMPTS} dumps"
+            )),
+        })
     }
 
     /// Applies `changes` as one transaction, or with `check_only` has the kernel validate them

@@ -1,5 +1,8 @@
 //! The nftables backend against the real kernel, each test in its own network namespace.
 
+mod common;
+
+use common::{list, sync};
 use std::time::Instant;
 
 use cfa_core::{
@@ -11,21 +14,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 use testkit::NetNs;
-
-fn list(items: &[&str]) -> AllowList {
-    items.iter().map(|s| s.parse().unwrap()).collect()
-}
-
-fn sync(backend: &NftablesBackend, desired: &AllowList) -> Option<Plan> {
-    let live = backend.read().unwrap();
-    let plan = Plan::new(&live, desired)?;
-    backend.check(&plan).unwrap();
-    backend.apply(&plan).unwrap();
-    let after = backend.read().unwrap();
-    assert_eq!(after.structure, Structure::Current, "after applying {plan}");
-    assert_eq!(&after.entries, desired);
-    Some(plan)
-}
 
 #[test]
 fn every_rule_shape_reads_back_as_current() {

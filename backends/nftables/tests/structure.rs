@@ -1,24 +1,12 @@
 //! The netlink fast path for the structure against the real kernel: it confirms what we write,
 //! for every rule shape, and never calls a hand-edited table current when `nft -j` does not.
 
-use cfa_core::{AllowList, Backend, Live, Plan, Protocol, RuleSpec, Runner, Structure};
+mod common;
+
+use cfa_core::{Backend, Live, Protocol, RuleSpec, Runner, Structure};
 use cfa_nftables::{NftOptions, NftablesBackend};
+use common::{list, sync};
 use testkit::NetNs;
-
-fn list(items: &[&str]) -> AllowList {
-    items.iter().map(|s| s.parse().unwrap()).collect()
-}
-
-fn sync(backend: &NftablesBackend, desired: &AllowList) -> Option<Plan> {
-    let live = backend.read().unwrap();
-    let plan = Plan::new(&live, desired)?;
-    backend.check(&plan).unwrap();
-    backend.apply(&plan).unwrap();
-    let after = backend.read().unwrap();
-    assert_eq!(after.structure, Structure::Current, "after applying {plan}");
-    assert_eq!(&after.entries, desired);
-    Some(plan)
-}
 
 /// The fast path confirms (`Ok`), with exactly the JSON path's verdict and entries.
 fn confirmed(b: &NftablesBackend, what: &str) -> Live {
