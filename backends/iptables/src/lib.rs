@@ -23,7 +23,7 @@ use std::time::Duration;
 use cfa_core::{AllowList, Backend, BackendError, Family, Live, Plan, RuleSpec, Runner, Structure};
 use ipnet::IpNet;
 
-use crate::rules::{SetUpdate, Sources};
+use crate::rules::{InPlace, SetUpdate, Sources};
 use crate::save::{IpSet, Table};
 
 /// The chain we own, in the filter table of both families (the default of
@@ -276,6 +276,32 @@ enum Step<'a> {
 }
 
 /// Members sorted and without duplicates, for comparing sets.
+/// The in-place difference that takes `live` (one of our sets, checked to fit) to `wanted`
+/// (sorted), when that is cheaper than filling a new set and swapping it in (fewer changes than
+/// members) and the set can hold the new list (its `maxelem`, 65,536 when unset).
+fn in_place(live: &IpSet, wanted: &[IpNet]) -> Option<InPlace> {
+    let maxelem = live
+        .create
+        .iter()
+        .position(|w| w == "maxelem")
+        .and_then(|i| live.create.get(i + 1))
+        .map_or(Some(65_536), |n| n.parse::<usize>().ok())?;
+    let have = normalized(&live.entries);
+    let add: Vec<IpNet> = wanted
+        .iter()
+        .filter(|n| have.binary_search(n).is_err())
+        .copied()
+        .collect();
+    let del: Vec<IpNet> = have
+        .iter()
+        .filter(|n| wanted.binary_search(n).is_err())
+        .copied()
+        .collect();
+    // Past `maxelem` an `add` fails with the set full; the additions come before the deletions.
+    let peak = have.len() + add.len();
+    (add.len() + del.len() < wanted.len() && peak <= maxelem).then_some(InPlace { add, del })
+}
+
 fn normalized(entries: &[IpNet]) -> Vec<IpNet> {
     let mut v = entries.to_vec();
     v.sort();
@@ -831,10 +857,16 @@ impl IptablesBackend {
                 }
                 let mut have = live.entries.clone();
                 have.sort();
+                have.dedup();
                 if have == *entries && !state.tmp_exists {
                     continue;
                 }
             }
+            let in_place = state
+                .set
+                .as_ref()
+                .filter(|_| !state.tmp_exists)
+                .and_then(|live| in_place(live, entries));
             if let Some(bad) = entries.iter().find(|n| n.prefix_len() == 0) {
                 return Err(BackendError::Conflict(format!(
                     "ipset {set} (hash:net) cannot hold {bad}: a zero-length prefix; use \
@@ -848,6 +880,7 @@ impl IptablesBackend {
                 exists: state.set.is_some(),
                 stale_tmp: state.tmp_exists,
                 entries,
+                in_place,
             });
         }
         Ok(updates)
@@ -873,15 +906,24 @@ impl IptablesBackend {
 
     /// One family's set step: fills the temporary set and swaps it in, in one `ipset restore`,
     /// then reads the sets back. Verified because the undo relies on it: the real set must hold
-    /// the new members and the temporary set the old ones.
+    /// the new members and the temporary set the old ones. A set changed in place is not read
+    /// back here: its undo reads the set itself and puts back the difference, and after the
+    /// apply the engine reads everything back (reading a 50,000-member set costs ~60 ms).
     fn swap_set(&self, update: &SetUpdate<'_>) -> Result<(), BackendError> {
         self.run_ipset(
             &rules::ipset_swap_input(std::slice::from_ref(update)),
-            &format!(
-                "swapping the new members into ipset {} (ipset restore)",
-                update.set
-            ),
+            &if update.in_place.is_some() {
+                format!("updating ipset {} in place (ipset restore)", update.set)
+            } else {
+                format!(
+                    "swapping the new members into ipset {} (ipset restore)",
+                    update.set
+                )
+            },
         )?;
+        if update.in_place.is_some() {
+            return Ok(());
+        }
         let live = self.family_sets(update.family)?;
         let (set, tmp) = live.of(update.family);
         let want = normalized(update.entries);
@@ -1111,15 +1153,15 @@ impl Backend for IptablesBackend {
             }
             done.push(Step::Rules(state));
         }
-        if !updates.is_empty() {
+        let finish = rules::finish_sets(&updates);
+        if !finish.is_empty() {
             // The temporary sets hold the old members until everything else is in, for the
             // undo. Destroying them is a step too: an `Ok` apply leaves no temporary set, and
             // when this fails the whole apply is undone (a set whose temporary set is already
-            // gone gets its old members rebuilt).
-            if let Err(e) = self.run_ipset(
-                &rules::finish_sets(&updates),
-                "destroying the temporary ipsets (ipset restore)",
-            ) {
+            // gone gets its old members rebuilt). Sets changed in place have none.
+            if let Err(e) =
+                self.run_ipset(&finish, "destroying the temporary ipsets (ipset restore)")
+            {
                 return Err(self.undo(&done, e));
             }
         }

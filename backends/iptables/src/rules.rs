@@ -190,12 +190,42 @@ pub struct SetUpdate<'a> {
     pub stale_tmp: bool,
     /// The members wanted.
     pub entries: &'a [IpNet],
+    /// Changed in place instead (the real set exists, is ours and can hold the new list, and
+    /// the difference is smaller than the list): these members added, then these deleted, in
+    /// the live set. No temporary set. Each line of an `ipset restore` is atomic, and with the
+    /// additions first every state on the way holds at least what both lists share and nothing
+    /// that neither holds.
+    pub in_place: Option<InPlace>,
+}
+
+/// The difference [`SetUpdate::in_place`] applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InPlace {
+    /// Members to add.
+    pub add: Vec<IpNet>,
+    /// Members to delete.
+    pub del: Vec<IpNet>,
+}
+
+/// The `ipset restore` lines that take the members of `set` from `from` to `to` in place:
+/// additions first (see [`SetUpdate::in_place`]).
+fn in_place_lines(out: &mut String, set: &str, add: &[IpNet], del: &[IpNet]) {
+    for net in add {
+        let _ = writeln!(out, "add {set} {net}");
+    }
+    for net in del {
+        let _ = writeln!(out, "del {set} {net}");
+    }
 }
 
 /// The `ipset restore` input for `updates`, in order.
 pub fn ipset_swap_input(updates: &[SetUpdate<'_>]) -> String {
     let mut out = String::new();
     for u in updates {
+        if let Some(diff) = &u.in_place {
+            in_place_lines(&mut out, u.set, &diff.add, &diff.del);
+            continue;
+        }
         if u.stale_tmp {
             let _ = writeln!(out, "destroy {}", u.tmp);
         }
@@ -215,6 +245,7 @@ pub fn ipset_swap_input(updates: &[SetUpdate<'_>]) -> String {
 pub fn finish_sets(updates: &[SetUpdate<'_>]) -> String {
     updates
         .iter()
+        .filter(|u| u.in_place.is_none())
         .map(|u| format!("destroy {}\n", u.tmp))
         .collect()
 }
@@ -240,6 +271,28 @@ pub fn undo_set_input(
         v
     };
     let mut out = String::new();
+    if u.in_place.is_some() {
+        // Changed in place, completely or in part: the difference back, additions first.
+        let (Some(old), Some(now)) = (old, now) else {
+            return Err(format!(
+                "{} no longer exists (an apply never destroys it)",
+                u.set
+            ));
+        };
+        let (old, now) = (sorted(old), sorted(now));
+        let add: Vec<IpNet> = old
+            .iter()
+            .filter(|n| now.binary_search(n).is_err())
+            .copied()
+            .collect();
+        let del: Vec<IpNet> = now
+            .iter()
+            .filter(|n| old.binary_search(n).is_err())
+            .copied()
+            .collect();
+        in_place_lines(&mut out, u.set, &add, &del);
+        return Ok(out);
+    }
     match (old, now) {
         // Created by this run (or not yet): no rule of ours refers to it any more.
         (None, _) => {

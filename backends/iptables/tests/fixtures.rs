@@ -211,6 +211,7 @@ fn snapshot_ipset_swap_finish_and_undo() {
             exists: false,
             stale_tmp: false,
             entries: &v4,
+            in_place: None,
         },
         SetUpdate {
             family: Family::V6,
@@ -219,6 +220,7 @@ fn snapshot_ipset_swap_finish_and_undo() {
             exists: true,
             stale_tmp: true,
             entries: &v6,
+            in_place: None,
         },
     ];
     let set = |entries: &[IpNet], family: &str| IpSet {

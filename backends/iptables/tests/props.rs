@@ -275,6 +275,7 @@ proptest! {
             exists: false,
             stale_tmp: false,
             entries: &list,
+            in_place: None,
         };
         let input = rules::ipset_swap_input(std::slice::from_ref(&update));
         let saved = ipset_saved(&input, set, tmp);
@@ -330,6 +331,7 @@ fn real_round_trip(
                 exists: false,
                 stale_tmp: false,
                 entries: &list,
+                in_place: None,
             };
             let mut input = rules::ipset_swap_input(std::slice::from_ref(&update));
             input.push_str(&rules::finish_sets(std::slice::from_ref(&update)));

@@ -216,6 +216,81 @@ fn a_failing_ipset_swap_leaves_every_set_as_it_was() {
     }
 }
 
+/// Ten IPv4 ranges and two IPv6 ones, and the same with one IPv4 range replaced by two: a
+/// difference smaller than the list, so the IPv4 set is changed in place.
+fn big_lists() -> (AllowList, AllowList) {
+    let mut old: Vec<String> = (0..10).map(|i| format!("198.18.{i}.0/24")).collect();
+    old.extend(["2400:cb00::/32".to_string(), "2606:4700::/32".to_string()]);
+    let refs: Vec<&str> = old.iter().map(String::as_str).collect();
+    let old = list(&refs);
+    let mut new = old.clone();
+    new.v4.remove(&"198.18.3.0/24".parse().unwrap());
+    new.insert("203.0.113.0/24".parse().unwrap());
+    new.insert("192.0.2.0/24".parse().unwrap());
+    (old, new)
+}
+
+#[test]
+fn a_small_change_updates_the_set_in_place_additions_first() {
+    let (old, new) = big_lists();
+    let ns = NetNs::new("iptinpl");
+    sync(&backend(&ns, Variant::Nft, RuleSpec::default()), &old);
+    let create = |ns: &NetNs| {
+        ns.exec_ok("ipset", &["save", SET_V4])
+            .lines()
+            .find(|l| l.starts_with("create "))
+            .unwrap()
+            .to_string()
+    };
+    let before = create(&ns);
+    // A recording ipset that fails nothing (its failing call is never reached).
+    let faulty = FaultyIpset::new(99, Keep::All, false);
+    let b =
+        backend(&ns, Variant::Nft, RuleSpec::default()).with_tool_override("ipset", faulty.path());
+    sync(&b, &new);
+    assert_eq!(
+        faulty.input(1),
+        format!(
+            "add {SET_V4} 192.0.2.0/24\nadd {SET_V4} 203.0.113.0/24\ndel {SET_V4} 198.18.3.0/24\n"
+        ),
+        "one restore: the additions, then the deletion, in the live set"
+    );
+    assert_eq!(faulty.input(2), "", "no temporary set to destroy");
+    // The same set object (its create line carries the random initval): no swap happened.
+    assert_eq!(create(&ns), before);
+}
+
+#[test]
+fn a_failing_in_place_update_puts_the_members_back() {
+    let (old, new) = big_lists();
+    for keep in [Keep::Lines(0), Keep::Lines(1), Keep::Lines(2), Keep::All] {
+        let ns = NetNs::new("iptinplf");
+        sync(&backend(&ns, Variant::Nft, RuleSpec::default()), &old);
+        let before = firewall(&ns, Variant::Nft);
+        let faulty = FaultyIpset::new(1, keep, false);
+        let b = backend(&ns, Variant::Nft, RuleSpec::default())
+            .with_tool_override("ipset", faulty.path());
+        let plan = Plan::new(&b.read().unwrap(), &new).unwrap();
+        let err = b.apply(&plan).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("injected failure") && msg.contains("in place"),
+            "{keep:?}: {msg}"
+        );
+        assert!(
+            !matches!(err, BackendError::UndoFailed { .. }),
+            "{keep:?}: {msg}"
+        );
+        assert_eq!(
+            firewall(&ns, Variant::Nft),
+            before,
+            "{keep:?}: the firewall changed"
+        );
+        assert_eq!(b.read().unwrap().entries, old, "{keep:?}");
+        sync(&backend(&ns, Variant::Nft, RuleSpec::default()), &new);
+    }
+}
+
 #[test]
 fn a_failing_first_swap_creates_nothing() {
     for variant in [Variant::Nft, Variant::Legacy] {
