@@ -208,7 +208,8 @@ fn sync(cli: &Cli, args: &SyncArgs) -> Result<Report, Failure> {
         tracing::info!(seconds = wait.as_secs_f64(), "random delay");
         std::thread::sleep(wait);
     }
-    let _lock = lock::acquire(&config.lock_file, config.lock_timeout.0)
+    let mode = lock::Mode::for_dry_run(args.dry_run);
+    let _lock = lock::acquire(&config.lock_file, config.lock_timeout.0, mode)
         .map_err(|e| Failure::runtime("lock", e))?;
     let mut desired = resolve(&config, args.offline)?;
     let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
@@ -332,7 +333,8 @@ fn save_cache(config: &Config, desired: &Desired, warnings: &mut Vec<String>) {
 
 fn purge(cli: &Cli, args: &PurgeArgs) -> Result<Report, Failure> {
     let (config, _) = load(cli)?;
-    let _lock = lock::acquire(&config.lock_file, config.lock_timeout.0)
+    let mode = lock::Mode::for_dry_run(args.dry_run);
+    let _lock = lock::acquire(&config.lock_file, config.lock_timeout.0, mode)
         .map_err(|e| Failure::runtime("lock", e))?;
     let backend = backends::build(&config, config.backend).map_err(backend_failure)?;
     let live = backend.read().map_err(backend_failure)?;

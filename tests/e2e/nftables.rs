@@ -138,6 +138,7 @@ fn dry_run_changes_nothing_and_writes_no_cache() {
     assert_eq!(j["added"]["ipv4"].as_array().unwrap().len(), 15);
     assert_eq!(env.ruleset(), before);
     assert!(!env.state_file().exists());
+    assert!(!env.path("lock").exists(), "a dry run creates no lock file");
     // After a real sync, a dry run against a changed list shows the plan and keeps the set.
     env.run(&["sync"]).expect(0);
     env.serve_api(Reply::ok(api_2020()));
