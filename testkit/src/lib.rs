@@ -98,6 +98,35 @@ impl NetNs {
         )
     }
 
+    /// Runs a command in the namespace with `input` on its standard input (`nft -f -`,
+    /// `iptables-restore`); returns (success, stdout, stderr).
+    pub fn exec_input(&self, program: &str, args: &[&str], input: &str) -> (bool, String, String) {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ip netns exec {program}: {e}"));
+        // A tool that refuses its input early closes the pipe: its answer is in the output.
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes());
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("wait for {program}: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs a command in the namespace, panics unless it succeeds, returns stdout.
     pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
         let (ok, out, err) = self.exec(program, args);

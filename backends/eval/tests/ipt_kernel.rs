@@ -961,25 +961,9 @@ fn restore(ns: &NetNs, tool: &str, text: &str) -> Result<(), String> {
 }
 
 fn restore_args(ns: &NetNs, tool: &str, args: &[&str], text: &str) -> Result<(), String> {
-    let mut child = ns
-        .command(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    match ns.exec_input(tool, args, text) {
+        (true, _, _) => Ok(()),
+        (false, _, err) => Err(err),
     }
 }
 

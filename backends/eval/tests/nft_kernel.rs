@@ -160,25 +160,9 @@ fn seen(result: &str) -> Verdict {
 
 /// Loads `text` into the server namespace (`nft -f -`); Err with nft's message if refused.
 fn load(ns: &NetNs, text: &str) -> Result<(), String> {
-    let mut child = ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    match ns.exec_input("nft", &["-f", "-"], text) {
+        (true, _, _) => Ok(()),
+        (false, _, err) => Err(err),
     }
 }
 

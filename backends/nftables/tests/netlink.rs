@@ -2,9 +2,7 @@
 //! sets created with `nft -f`, elements written and read through `Nfnl`, cross-checked with
 //! `nft -j list set`.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cfa_core::Family;
@@ -38,26 +36,8 @@ fn setup(tag: &str) -> (NetNs, Nfnl) {
 /// Runs `nft -f -` with `script` in the namespace; returns how long it took.
 fn nft_f(ns: &NetNs, script: &str) -> Duration {
     let started = Instant::now();
-    let mut child = ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft -f failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, _, err) = ns.exec_input("nft", &["-f", "-"], script);
+    assert!(ok, "nft -f failed: {err}");
     started.elapsed()
 }
 
